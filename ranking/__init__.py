@@ -1,0 +1,1 @@
+"""KKBox side of Encore: the data layer, leak-free features and the LightGBM ranker."""
