@@ -89,10 +89,10 @@ class TrainConfig:
     groups: tuple[str, ...] = DEFAULT_GROUPS
     seed: int = 0
     threads: int = 0
-    learning_rate: float = 0.1
+    learning_rate: float = 0.05
     max_rounds: int = 1000
     early_stopping: int = 50
-    num_leaves: int = 127
+    num_leaves: int = 31
     min_data_in_leaf: int = 100
     n_folds: int = 5
     max_categories: int = 50
