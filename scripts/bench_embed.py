@@ -4,13 +4,15 @@ Sections (``--sections``, comma-separated):
 
 - ``musicfm``: full-size MusicFM (12 x 1024, random weights) on one clip, upstream's order of
   operations vs the fast path, with the layer-7 and layer-12 differences between them.
-- ``musicnn``, ``embed``: hooks for the musicnn encoder and the whole ``embed-audio`` command;
-  add a function returning rows to ``SECTIONS`` to fill them.
+- ``musicnn``: the shipped musicnn encoder on one clip (3 s patches, all in one batch).
+- ``embed``: the whole ``embed-audio`` command on a manifest (default: the demo world's,
+  ``demo/audio/manifest.csv``; make it with ``make_demo_world.py --out demo --scale demo
+  --audio``), into a temporary store: songs/s end to end, decoding and workers included.
 
 Wall time is the best of ``--repeats`` runs; CPU time is the process's user + system time for
 that run (threads summed), which other load on a shared machine disturbs less than wall time.
 
-    .venv/bin/python scripts/bench_embed.py --sections musicfm --seconds 30 --repeats 3
+    .venv/bin/python scripts/bench_embed.py --sections musicfm,musicnn,embed --repeats 3
 """
 
 from __future__ import annotations
@@ -19,17 +21,24 @@ import argparse
 import functools
 import platform
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from embedding.encoders import embed_song, get_encoder  # noqa: E402
 from embedding.musicfm import MusicFM, MusicFMConfig  # noqa: E402
+from embedding.store import load_store  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
 
 Row = dict[str, Any]
 
@@ -136,9 +145,101 @@ def _musicfm_section(args: argparse.Namespace) -> list[Row]:
     return bench_musicfm(seconds=args.seconds, repeats=args.repeats, layer=args.layer)
 
 
-# each section maps parsed arguments to table rows; musicnn and embed are filled in elsewhere
-SECTIONS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {"musicfm": _musicfm_section}
-PLANNED = ("musicnn", "embed")
+def bench_musicnn(*, seconds: float = 30.0, repeats: int = 3) -> list[Row]:
+    """Time the shipped musicnn encoder on one clip of ``seconds`` at 16 kHz.
+
+    Parameters
+    ----------
+    seconds : float, optional (default=30.0)
+        Clip length; musicnn cuts it into 3 s patches and embeds them in one batch.
+    repeats : int, optional (default=3)
+        Timed runs (best wall time kept).
+
+    Returns
+    -------
+    list of dict
+        One row: variant, s_per_clip, cpu_s, rtf, peak_rss_mb.
+    """
+    # the encoder with its bundled weights, and a noise-plus-tone clip
+    encoder = get_encoder("musicnn")
+    n = int(seconds * encoder.sample_rate)
+    rng = np.random.default_rng(0)
+    t = np.arange(n) / encoder.sample_rate
+    y = (0.1 * rng.standard_normal(n) + 0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)
+
+    # one warm-up, then the timed runs (log-mel front end included)
+    embed_song(encoder, y)
+    wall, cpu, _ = time_call(functools.partial(embed_song, encoder, y), repeats=repeats)
+    return [
+        {
+            "variant": f"musicnn MSD, {seconds:g} s clip",
+            "s_per_clip": wall * 30.0 / seconds,
+            "cpu_s": cpu * 30.0 / seconds,
+            "rtf": wall / seconds,
+            "peak_rss_mb": peak_rss_mb(),
+        }
+    ]
+
+
+def bench_embed_command(manifest: Path, *, encoder: str = "musicnn") -> list[Row]:
+    """Run ``embed-audio`` on ``manifest`` into a temporary store; songs/s end to end.
+
+    Parameters
+    ----------
+    manifest : Path
+        A ``song_id,path`` manifest, e.g. the demo world's ``audio/manifest.csv``.
+    encoder : str, optional (default="musicnn")
+        Encoder name given to ``--encoder``.
+
+    Returns
+    -------
+    list of dict
+        One row: variant, songs, seconds, songs_per_s, peak_rss_mb (of the command's processes).
+    """
+    if not manifest.is_file():
+        raise SystemExit(
+            f"manifest={manifest} does not exist; make it with "
+            "python scripts/make_demo_world.py --out demo --scale demo --audio, or pass --manifest"
+        )
+    command = Path(sys.executable).parent / "embed-audio"
+    with tempfile.TemporaryDirectory(prefix="encore-bench-embed-") as tmp:
+        store = Path(tmp) / "store"
+        started = time.perf_counter()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        subprocess.run(
+            [str(command), "--manifest", str(manifest), "--out", str(store), "--encoder", encoder],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        seconds = time.perf_counter() - started
+        children_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        n_songs = len(load_store(store, allow_partial=True).ids)
+    return [
+        {
+            "variant": f"embed-audio --encoder {encoder}, {manifest}",
+            "songs": n_songs,
+            "seconds": seconds,
+            "songs_per_s": n_songs / seconds,
+            "peak_rss_mb": max(before, children_rss) / 1024,
+        }
+    ]
+
+
+def _musicnn_section(args: argparse.Namespace) -> list[Row]:
+    return bench_musicnn(seconds=args.seconds, repeats=args.repeats)
+
+
+def _embed_section(args: argparse.Namespace) -> list[Row]:
+    return bench_embed_command(args.manifest)
+
+
+# each section maps parsed arguments to table rows
+SECTIONS: dict[str, Callable[[argparse.Namespace], list[Row]]] = {
+    "musicfm": _musicfm_section,
+    "musicnn": _musicnn_section,
+    "embed": _embed_section,
+}
 
 
 def markdown_table(rows: list[Row]) -> str:
@@ -172,6 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per variant")
     parser.add_argument("--layer", type=int, default=7, help="MusicFM layer for features")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument(
+        "--manifest",
+        type=Path,
+        default=REPO / "demo" / "audio" / "manifest.csv",
+        help="manifest of the embed section",
+    )
     args = parser.parse_args(argv)
 
     # the machine, then each section
@@ -182,9 +289,6 @@ def main(argv: list[str] | None = None) -> int:
         f"{torch.get_num_threads()} threads, oneDNN {torch.backends.mkldnn.is_available()}\n"
     )
     for name in args.sections.split(","):
-        if name in PLANNED and name not in SECTIONS:
-            print(f"## {name}\n\nnot implemented yet: add a function to SECTIONS\n")
-            continue
         if name not in SECTIONS:
             parser.error(f"unknown section={name!r}; available: {', '.join(SECTIONS)}")
         print(f"## {name}\n\n{markdown_table(SECTIONS[name](args))}\n")
