@@ -1,1 +1,24 @@
-"""Vector side of Encore: user profiles from song vectors and FAISS cosine indexes."""
+"""Vector side of Encore: user profiles from song vectors and FAISS cosine indexes.
+
+- :mod:`retrieval.index` — :class:`SongIndex` (flat, HNSW or IVF cosine search with exclusion of
+  played songs, save/load checked against the embedding store), :func:`build_index`,
+  :func:`build_index_from_store`, :func:`read_meta`
+- :mod:`retrieval.profiles` — :func:`l2_normalize`, :func:`mean_profiles` (a user's taste as the
+  mean of their songs' unit vectors) and row-wise :func:`cosine` with missing values kept missing
+- :mod:`retrieval.cli` — the ``build-index`` command
+"""
+
+from __future__ import annotations
+
+from .index import SongIndex, build_index, build_index_from_store, read_meta
+from .profiles import cosine, l2_normalize, mean_profiles
+
+__all__ = [
+    "SongIndex",
+    "build_index",
+    "build_index_from_store",
+    "cosine",
+    "l2_normalize",
+    "mean_profiles",
+    "read_meta",
+]

@@ -41,6 +41,7 @@ import scipy.sparse as sp
 from tqdm import tqdm
 
 from embedding.errors import InputError, MismatchError
+from embedding.store import EmbeddingStore, load_store
 
 from ._log import logger
 
@@ -59,6 +60,8 @@ INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.json"
 META_FILE = "meta.json"
 FORMAT_VERSION = 1
+# what the scores mean, written to meta.json and checked on load
+METRIC = "cosine: L2-normalised inner product"
 # rows normalised and handed to FAISS per step when adding and searching
 ADD_CHUNK_ROWS = 32_768
 SEARCH_CHUNK_ROWS = 8_192
@@ -188,6 +191,10 @@ class SongIndex:
         The parameters the index was built and is searched with.
     store_fingerprint : str or None
         Fingerprint of the embedding store the vectors came from, when known.
+    store_path : str or None
+        Absolute path of that store, when known; :meth:`open_store` reads it.
+    encoder : str or None
+        Name of the encoder that made the store's vectors, when known.
     """
 
     index: Any
@@ -195,6 +202,8 @@ class SongIndex:
     kind: str
     params: dict[str, int]
     store_fingerprint: str | None = None
+    store_path: str | None = None
+    encoder: str | None = None
     _row_of: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -365,8 +374,28 @@ class SongIndex:
         counts = np.bincount(keys // max(self.n, 1), minlength=n_queries).astype(np.int64)
         return keys, counts
 
+    def meta(self) -> dict[str, Any]:
+        """The content :meth:`save` writes to ``meta.json`` (see :func:`read_meta`)."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "metric": METRIC,
+            "kind": self.kind,
+            "params": dict(self.params),
+            "n_songs": self.n,
+            "dim": self.dim,
+            "store_fingerprint": self.store_fingerprint,
+            "store_path": self.store_path,
+            "encoder": self.encoder,
+            "ids_file": IDS_FILE,
+            "index_file": INDEX_FILE,
+            "faiss_version": faiss.__version__,
+        }
+
     def save(self, directory: str | Path) -> Path:
         """Write ``index.faiss``, ``ids.json`` and ``meta.json`` into ``directory``.
+
+        ``ids.json`` maps rows back to song ids (a JSON list in row order); ``meta.json`` holds
+        :meth:`meta`.
 
         Parameters
         ----------
@@ -381,18 +410,8 @@ class SongIndex:
         # the three files, index last so a partial write cannot look complete
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "metric": "cosine",
-            "kind": self.kind,
-            "params": self.params,
-            "n": self.n,
-            "dim": self.dim,
-            "store_fingerprint": self.store_fingerprint,
-            "faiss_version": faiss.__version__,
-        }
         (out / IDS_FILE).write_text(json.dumps(self.ids), encoding="utf-8")
-        (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        (out / META_FILE).write_text(json.dumps(self.meta(), indent=2) + "\n", encoding="utf-8")
         faiss.write_index(self.index, str(out / INDEX_FILE))
         logger.info("saved %s index of %d songs (dim=%d) to %s", self.kind, self.n, self.dim, out)
         return out
@@ -402,6 +421,7 @@ class SongIndex:
         cls,
         directory: str | Path,
         *,
+        store: EmbeddingStore | None = None,
         expect_fingerprint: str | None = None,
         expect_dim: int | None = None,
         threads: int | None = None,
@@ -412,6 +432,10 @@ class SongIndex:
         ----------
         directory : str or Path
             Folder holding ``index.faiss``, ``ids.json`` and ``meta.json``.
+        store : EmbeddingStore or None, optional (default=None)
+            The embedding store the caller uses; its fingerprint, dimension and song ids must be
+            the index's. Shorthand for ``expect_fingerprint`` and ``expect_dim`` plus the id
+            check.
         expect_fingerprint : str or None, optional (default=None)
             Fingerprint of the embedding store the caller uses; checked when given.
         expect_dim : int or None, optional (default=None)
@@ -428,50 +452,74 @@ class SongIndex:
         InputError
             If a file is missing or unreadable.
         MismatchError
-            If the fingerprint or dimension differs from the expected one, or the files
-            disagree with each other.
+            If the fingerprint, dimension or song ids differ from the expected ones, or the
+            files disagree with each other.
+
+        Examples
+        --------
+        >>> store = load_store("songs-musicnn")  # doctest: +SKIP
+        >>> index = SongIndex.load("songs-musicnn-index", store=store)  # doctest: +SKIP
+        >>> scores, rows = index.search(store.vectors[:5], 10)  # doctest: +SKIP
         """
         # read the metadata and ids
         set_threads(threads)
         folder = Path(directory)
-        paths = {name: folder / name for name in (INDEX_FILE, IDS_FILE, META_FILE)}
-        missing = [str(p) for p in paths.values() if not p.is_file()]
-        if missing:
-            raise InputError(
-                f"index directory={folder} lacks {', '.join(missing)}; "
-                "build it with `build-index STORE --out DIR`"
-            )
+        meta = read_meta(folder)
         try:
-            meta = json.loads(paths[META_FILE].read_text(encoding="utf-8"))
-            ids = json.loads(paths[IDS_FILE].read_text(encoding="utf-8"))
+            ids = json.loads((folder / IDS_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise InputError(
+                f"index directory={folder} lacks {IDS_FILE}; "
+                f"build it with `build-index STORE --out {folder}`"
+            ) from None
         except json.JSONDecodeError as err:
-            raise InputError(f"index directory={folder} holds unreadable JSON: {err}") from err
-        rebuild = f"rebuild it with `build-index STORE --out {folder}`"
+            raise InputError(
+                f"index directory={folder} holds unreadable {IDS_FILE}: {err}"
+            ) from err
+        if not (folder / INDEX_FILE).is_file():
+            raise InputError(
+                f"index directory={folder} lacks {INDEX_FILE}; "
+                f"build it with `build-index STORE --out {folder}`"
+            )
+        source = store.path if store is not None else meta.get("store_path") or "STORE"
+        rebuild = f"rebuild it with `build-index {source} --out {folder}`"
 
         # check the metadata against what the caller expects before reading the index
-        if meta.get("metric") != "cosine":
+        if store is not None:
+            if expect_fingerprint is None:
+                expect_fingerprint = store.fingerprint
+            if expect_dim is None:
+                expect_dim = store.dim
+        if meta.get("metric") != METRIC:
             raise MismatchError(
-                f"index at {folder} has metric={meta.get('metric')!r}; expected 'cosine'; {rebuild}"
+                f"index at {folder} has metric={meta.get('metric')!r}; expected {METRIC!r}; "
+                f"{rebuild}"
             )
         if expect_fingerprint is not None and meta.get("store_fingerprint") != expect_fingerprint:
             raise MismatchError(
                 f"index at {folder} was built from store fingerprint="
-                f"{meta.get('store_fingerprint')!r} but the store in use has fingerprint="
-                f"{expect_fingerprint!r}; {rebuild} from the store in use"
+                f"{meta.get('store_fingerprint')!r} (store_path={meta.get('store_path')!r}) but "
+                f"the store in use has fingerprint={expect_fingerprint!r}; {rebuild}"
             )
         if expect_dim is not None and meta.get("dim") != expect_dim:
             raise MismatchError(
                 f"index at {folder} has dim={meta.get('dim')} but the vectors in use have "
-                f"dim={expect_dim}; {rebuild} from the store in use"
+                f"dim={expect_dim}; {rebuild}"
+            )
+        if store is not None and [str(i) for i in ids] != store.ids:
+            raise MismatchError(
+                f"index at {folder} holds n_songs={len(ids)} ids that are not the rows of "
+                f"store={str(store.path)!r} (n_songs={len(store)}); {rebuild}"
             )
 
         # read the index and check the files agree
-        index = faiss.read_index(str(paths[INDEX_FILE]))
-        if index.ntotal != len(ids) or index.ntotal != meta.get("n") or index.d != meta.get("dim"):
+        index = faiss.read_index(str(folder / INDEX_FILE))
+        n_meta = meta.get("n_songs")
+        if index.ntotal != len(ids) or index.ntotal != n_meta or index.d != meta.get("dim"):
             raise MismatchError(
-                f"index at {folder} is inconsistent: index.faiss has n={index.ntotal}, "
-                f"dim={index.d}; ids.json has n={len(ids)}; meta.json has n={meta.get('n')}, "
-                f"dim={meta.get('dim')}; {rebuild}"
+                f"index at {folder} is inconsistent: {INDEX_FILE} has n_songs={index.ntotal}, "
+                f"dim={index.d}; {IDS_FILE} has n_songs={len(ids)}; {META_FILE} has "
+                f"n_songs={n_meta}, dim={meta.get('dim')}; {rebuild}"
             )
         song_index = cls(
             index=index,
@@ -479,10 +527,143 @@ class SongIndex:
             kind=str(meta["kind"]),
             params={str(k): int(v) for k, v in meta.get("params", {}).items()},
             store_fingerprint=meta.get("store_fingerprint"),
+            store_path=meta.get("store_path"),
+            encoder=meta.get("encoder"),
         )
         _apply_search_params(index, song_index.kind, song_index.params)
         logger.debug("loaded %s index of %d songs from %s", song_index.kind, song_index.n, folder)
         return song_index
+
+    def open_store(self) -> EmbeddingStore:
+        """The embedding store this index was built from, checked against the index.
+
+        Row ``r`` of the index is row ``r`` of the store, so ``store.vectors[rows]`` are the
+        vectors of the songs a search returned.
+
+        Returns
+        -------
+        EmbeddingStore
+            Read from :attr:`store_path` with :func:`embedding.load_store`.
+
+        Raises
+        ------
+        InputError
+            If the index does not know its store, or the store folder is missing.
+        MismatchError
+            If the store there now holds other vectors (fingerprint, dimension or ids differ).
+        """
+        # the recorded path, read like any store
+        if self.store_path is None:
+            raise InputError(
+                "this index has store_path=None (it was not built from a store); pass the store "
+                "explicitly or rebuild with `build-index STORE --out DIR`"
+            )
+        store = load_store(self.store_path)
+
+        # the same checks as load(store=...)
+        rebuild = f"rebuild the index with `build-index {self.store_path} --out DIR`"
+        if self.store_fingerprint is not None and store.fingerprint != self.store_fingerprint:
+            raise MismatchError(
+                f"store at store_path={self.store_path!r} now has fingerprint="
+                f"{store.fingerprint!r} but the index was built from fingerprint="
+                f"{self.store_fingerprint!r}; {rebuild}"
+            )
+        if store.dim != self.dim or store.ids != self.ids:
+            raise MismatchError(
+                f"store at store_path={self.store_path!r} has n_songs={len(store)}, "
+                f"dim={store.dim} but the index has n_songs={self.n}, dim={self.dim} (or other "
+                f"ids); {rebuild}"
+            )
+        return store
+
+
+def read_meta(directory: str | Path) -> dict[str, Any]:
+    """The ``meta.json`` of an index folder, without reading the index itself.
+
+    Keys: ``format_version``, ``metric``, ``kind``, ``params``, ``n_songs``, ``dim``,
+    ``store_fingerprint``, ``store_path``, ``encoder``, ``ids_file``, ``index_file``,
+    ``faiss_version``.
+
+    Parameters
+    ----------
+    directory : str or Path
+        The index folder.
+
+    Returns
+    -------
+    dict
+
+    Raises
+    ------
+    InputError
+        If the folder or its ``meta.json`` is missing or unreadable.
+    """
+    folder = Path(directory)
+    path = folder / META_FILE
+    if not path.is_file():
+        what = "does not exist" if not folder.is_dir() else f"lacks {META_FILE}"
+        raise InputError(
+            f"index directory={folder} {what}; build it with `build-index STORE --out {folder}`"
+        )
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise InputError(f"index directory={folder} holds unreadable {META_FILE}: {err}") from err
+    if not isinstance(meta, dict):
+        raise InputError(f"{path} must hold a JSON object; got {type(meta).__name__}")
+    return meta
+
+
+def build_index_from_store(
+    store: EmbeddingStore,
+    *,
+    kind: str = "auto",
+    params: dict[str, int] | None = None,
+    threads: int | None = None,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> SongIndex:
+    """Build a cosine index over every song of an embedding store, recording where it came from.
+
+    The index keeps the store's fingerprint, absolute path and encoder name, so
+    :meth:`SongIndex.load` can refuse another store and :meth:`SongIndex.open_store` can find
+    this one. Row ``r`` of the index is row ``r`` of the store.
+
+    Parameters
+    ----------
+    store : EmbeddingStore
+        From :func:`embedding.load_store`.
+    kind, params, threads, seed, show_progress
+        As for :func:`build_index`.
+
+    Returns
+    -------
+    SongIndex
+
+    Raises
+    ------
+    InputError
+        As for :func:`build_index` (an empty store, a bad kind or parameter).
+
+    Examples
+    --------
+    >>> store = load_store("songs-musicnn")  # doctest: +SKIP
+    >>> build_index_from_store(store, kind="flat").save("songs-musicnn-index")  # doctest: +SKIP
+    """
+    index = build_index(
+        store.vectors,
+        store.ids,
+        kind=kind,
+        params=params,
+        store_fingerprint=store.fingerprint,
+        threads=threads,
+        seed=seed,
+        show_progress=show_progress,
+    )
+    index.store_path = str(Path(store.path).resolve())
+    encoder = store.meta.get("encoder")
+    index.encoder = None if encoder is None else str(encoder)
+    return index
 
 
 def build_index(
