@@ -146,5 +146,10 @@ def _decode(path: str | Path, max_seconds: float | None) -> tuple[np.ndarray, in
 def _resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     """soxr at high quality: what ``librosa.resample(res_type="soxr_hq")`` does, sample for sample,
     without the second or two librosa spends importing numba in every decoding process."""
+    # soxr may stop one sample short; like librosa, zero-pad to ceil(n * target_sr / orig_sr)
     out: np.ndarray = soxr.resample(y, orig_sr, target_sr, quality="HQ")
-    return out
+    n_out = int(math.ceil(len(y) * target_sr / orig_sr))
+    if len(out) < n_out:
+        pad = np.zeros((n_out - len(out), *out.shape[1:]), dtype=out.dtype)
+        out = np.concatenate([out, pad])
+    return out[:n_out]

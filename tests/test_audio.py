@@ -153,3 +153,26 @@ def test_shared_clips_decode(shared_dir, name):
     assert y.dtype == np.float32 and y.shape == (48000,)
     assert np.isfinite(y).all() and np.abs(y).max() <= 1.0
     assert float(np.sqrt(np.mean(y**2))) > 1e-3
+
+
+@pytest.mark.shared
+@pytest.mark.parametrize(
+    "clip, name",
+    [
+        ("brahms_hungarian_dance_5", "brahms_hungarian_dance_5.ogg"),  # 44.1 kHz stereo
+        ("arovane_beat_a", "arovane_beat_a.flac"),  # 44.1 kHz, 24-bit
+    ],
+)
+def test_decoding_equals_the_musicnn_goldens_audio(shared_dir, clip, name):
+    # the goldens hold librosa.load(path, sr=16000) of the original pipeline; the same decoder
+    # and resampler versions give the same samples, length included (ceil(n * 16000 / sr))
+    y = load_audio(shared_dir / "audio" / name, sr=16000)
+    ref = np.load(shared_dir / "musicnn" / "golden_msd.npz")[f"{clip}__audio"]
+    assert y.shape == ref.shape
+    np.testing.assert_array_equal(y, ref)
+
+
+def test_resampled_length_is_rounded_up(tmp_path):
+    # 1001 frames at 44.1 kHz -> ceil(1001 * 16000 / 44100) = 364 samples
+    sf.write(tmp_path / "odd.wav", sine(1.0, 44100)[:1001], 44100)
+    assert load_audio(tmp_path / "odd.wav", sr=16000).shape == (364,)
