@@ -45,16 +45,19 @@ from embedding.store import EmbeddingStore, load_store
 
 from ._log import logger
 
-KINDS = ("auto", "flat", "hnsw", "ivf")
+KINDS = ("auto", "flat", "hnsw", "ivf", "ivf_sq8")
+# kinds built on an inverted file; they share their parameters
+IVF_KINDS = ("ivf", "ivf_sq8")
 # below this many songs auto builds an exact index; exact search of 1,000 queries over 50 k
 # songs of 1024 dims takes about 2 s on two cores
 AUTO_FLAT_MAX = 50_000
 # the approximate kind auto picks above AUTO_FLAT_MAX (chosen by scripts/bench_retrieval.py)
-AUTO_APPROX_KIND = "ivf"
+AUTO_APPROX_KIND = "ivf_sq8"
 PARAM_NAMES = {
     "flat": (),
     "hnsw": ("hnsw_m", "ef_construction", "ef_search"),
     "ivf": ("nlist", "nprobe", "train_size"),
+    "ivf_sq8": ("nlist", "nprobe", "train_size"),
 }
 INDEX_FILE = "index.faiss"
 IDS_FILE = "ids.json"
@@ -92,15 +95,17 @@ def set_threads(threads: int | None) -> None:
 def default_params(kind: str, n: int) -> dict[str, int]:
     """Parameters for an index of ``kind`` over ``n`` songs, sized from ``n``.
 
-    HNSW: ``hnsw_m=32``, ``ef_construction=80``, ``ef_search=128``. IVF: ``nlist`` about
-    ``4 * sqrt(n)`` (a power of two, at most ``n / 39`` so k-means has enough points per
-    centroid), ``nprobe = nlist / 16`` (at least 8, at most ``nlist``), k-means trained on at most
-    ``64 * nlist`` songs.
+    HNSW: ``hnsw_m=32``, ``ef_construction=80``, ``ef_search=256``. IVF (both kinds): ``nlist``
+    about ``4 * sqrt(n)`` (a power of two, at most ``n / 39`` so k-means has enough points per
+    centroid), ``nprobe = nlist / 64`` (at least 8, at most ``nlist``), k-means trained on at most
+    ``64 * nlist`` songs. The query-time values are the cheapest that kept recall@100 above 0.95
+    with some margin in ``scripts/bench_retrieval.py`` at 420 k songs (``nprobe=32`` of 2048
+    lists, ``ef_search=256``).
 
     Parameters
     ----------
     kind : str
-        ``"flat"``, ``"hnsw"`` or ``"ivf"``.
+        ``"flat"``, ``"hnsw"``, ``"ivf"`` or ``"ivf_sq8"``.
     n : int
         Number of songs the index will hold.
 
@@ -117,15 +122,15 @@ def default_params(kind: str, n: int) -> dict[str, int]:
     if kind == "flat":
         return {}
     if kind == "hnsw":
-        return {"hnsw_m": 32, "ef_construction": 80, "ef_search": 128}
-    if kind == "ivf":
+        return {"hnsw_m": 32, "ef_construction": 80, "ef_search": 256}
+    if kind in IVF_KINDS:
         # power of two near 4 sqrt(n), capped so each centroid trains on >= 39 points
         target = 4.0 * math.sqrt(max(n, 1))
         nlist = 2 ** max(0, round(math.log2(target)))
         nlist = max(1, min(nlist, n // 39))
-        nprobe = min(nlist, max(8, nlist // 16))
+        nprobe = min(nlist, max(8, nlist // 64))
         return {"nlist": nlist, "nprobe": nprobe, "train_size": min(n, 64 * nlist)}
-    raise InputError(f"kind must be one of flat, hnsw, ivf; got kind={kind!r}")
+    raise InputError(f"kind must be one of flat, hnsw, ivf, ivf_sq8; got kind={kind!r}")
 
 
 def _resolve_params(
@@ -146,7 +151,7 @@ def _resolve_params(
         merged[name] = int(value)
 
     # an IVF index needs at least one training point per list
-    if kind == "ivf":
+    if kind in IVF_KINDS:
         if merged["nlist"] > n:
             raise InputError(
                 f"nlist={merged['nlist']} exceeds the number of songs n={n}; "
@@ -161,7 +166,7 @@ def _apply_search_params(index: faiss.Index, kind: str, params: dict[str, int]) 
     """Set the query-time parameters that FAISS keeps on the index object."""
     if kind == "hnsw":
         index.hnsw.efSearch = params["ef_search"]  # type: ignore[attr-defined]
-    elif kind == "ivf":
+    elif kind in IVF_KINDS:
         index.nprobe = params["nprobe"]  # type: ignore[attr-defined]
 
 
@@ -186,7 +191,7 @@ class SongIndex:
     ids : list[str]
         Song id of each row.
     kind : str
-        ``"flat"``, ``"hnsw"`` or ``"ivf"``.
+        ``"flat"``, ``"hnsw"``, ``"ivf"`` or ``"ivf_sq8"``.
     params : dict[str, int]
         The parameters the index was built and is searched with.
     store_fingerprint : str or None
@@ -745,7 +750,14 @@ def build_index(
         index.hnsw.efConstruction = resolved["ef_construction"]
     else:
         quantizer = faiss.IndexFlatIP(dim)
-        index = faiss.IndexIVFFlat(quantizer, dim, resolved["nlist"], faiss.METRIC_INNER_PRODUCT)
+        nlist, ip = resolved["nlist"], faiss.METRIC_INNER_PRODUCT
+        if kind == "ivf":
+            index = faiss.IndexIVFFlat(quantizer, dim, nlist, ip)
+        else:
+            # one byte per dimension, ranges fitted per dimension; codes of the vectors
+            # themselves (not of their residuals) so a code is decoded without its list
+            sq8 = faiss.ScalarQuantizer.QT_8bit
+            index = faiss.IndexIVFScalarQuantizer(quantizer, dim, nlist, sq8, ip, False)
         index.cp.seed = seed
         index.cp.spherical = True
         _train_ivf(index, vectors, resolved["train_size"], seed)

@@ -7,10 +7,11 @@ noise (``--noise``) in all dimensions. The spread is wide enough that a query's 
 reaches into several neighbouring clusters; the script measures and prints how many. Queries are
 drawn the same way from the same centres but are not indexed.
 
-For each kind (``--kinds``) it reports the build time, the memory the index took (growth of the
-resident set while building), queries per second with all queries in one batched search call
-(wall clock, and per CPU-second, which other load on a shared machine disturbs less) and
-recall@k against exact search. The approximate kinds are swept over ``nprobe`` / ``ef_search``,
+For each kind (``--kinds``) it reports the build time, the index's size (its serialised FAISS
+bytes, which is what it holds in memory) and the growth of the resident set while building (an
+upper bound that includes freed scratch memory, or less when memory freed earlier was reused),
+queries per second with all queries in one batched search call (wall clock, and per CPU-second,
+which other load on a shared machine disturbs less) and recall@k against exact search. The approximate kinds are swept over ``nprobe`` / ``ef_search``,
 and the cheapest setting that reaches ``--target-recall`` is printed as the operating point.
 ``--hnsw-max-songs`` builds the HNSW graph on the first songs only when a full build would take
 too long; its recall and speed-up are then measured against exact search over the same subset.
@@ -28,6 +29,7 @@ import argparse
 import gc
 import os
 import platform
+import resource
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -54,7 +56,8 @@ class Row:
     kind: str
     setting: str
     build_s: float
-    memory_mib: float
+    size_mib: float
+    rss_mib: float
     qps: float
     q_per_cpu_s: float
     recall: float
@@ -148,25 +151,41 @@ def recall_at_k(found: np.ndarray, exact: np.ndarray) -> float:
     return float(np.mean(hits)) / exact.shape[1]
 
 
-def timed_build(build: Callable[[], SongIndex]) -> tuple[SongIndex, float, float]:
-    """An index, its build seconds and the growth of the resident set it caused, in MiB."""
+def serialised_mib(index: SongIndex) -> float:
+    """Size of the FAISS index as :meth:`SongIndex.save` writes it, counted without a copy."""
+    n_bytes = 0
+
+    def count(chunk: bytes) -> int:
+        nonlocal n_bytes
+        n_bytes += len(chunk)
+        return len(chunk)
+
+    writer = faiss.PyCallbackIOWriter(count)  # type: ignore[attr-defined]
+    faiss.write_index(index.index, writer)
+    del writer
+    return n_bytes / 2**20
+
+
+def timed_build(build: Callable[[], SongIndex]) -> tuple[SongIndex, float, float, float]:
+    """An index, its build seconds, its serialised size and the growth of the resident set."""
     gc.collect()
     before = rss_mib()
     started = time.perf_counter()
     index = build()
-    return index, time.perf_counter() - started, rss_mib() - before
+    seconds = time.perf_counter() - started
+    return index, seconds, serialised_mib(index), rss_mib() - before
 
 
 def bench_exact(
     vectors: np.ndarray, ids: list[str], queries: np.ndarray, k: int, repeats: int
 ) -> tuple[Row, np.ndarray]:
     """The flat index's row and the exact top-k rows of every query."""
-    index, build_s, mem = timed_build(
+    index, build_s, size, rss = timed_build(
         lambda: build_index(vectors, ids, kind="flat", show_progress=False)
     )
     wall, cpu, exact = timed_search(index, queries, k, repeats=repeats)
     n_q = len(queries)
-    row = Row("flat", "exact", build_s, mem, n_q / wall, n_q / cpu, 1.0, 1.0)
+    row = Row("flat", "exact", build_s, size, rss, n_q / wall, n_q / cpu, 1.0, 1.0)
     return row, exact
 
 
@@ -189,7 +208,7 @@ def bench_approx(
         if args.nlist:
             params = {"nlist": args.nlist}
         sweep_name, sweep = "nprobe", args.nprobe_sweep
-    index, build_s, mem = timed_build(
+    index, build_s, size, rss = timed_build(
         lambda: build_index(vectors, ids, kind=kind, params=params, show_progress=True)
     )
     fixed = ", ".join(f"{k}={v}" for k, v in index.params.items() if k != sweep_name)
@@ -203,7 +222,8 @@ def bench_approx(
         qps = n_q / wall
         recall = recall_at_k(found, exact)
         setting = f"{fixed}, {sweep_name}={index.params[sweep_name]}"
-        rows.append(Row(kind, setting, build_s, mem, qps, n_q / cpu, recall, qps / exact_qps))
+        speedup = qps / exact_qps
+        rows.append(Row(kind, setting, build_s, size, rss, qps, n_q / cpu, recall, speedup))
         print(
             f"  {kind} {setting}: recall@{args.k}={recall:.3f}, {qps:.0f} q/s",
             file=sys.stderr,
@@ -217,13 +237,14 @@ def bench_approx(
 def print_table(rows: Sequence[Row], k: int) -> None:
     """The results as a Markdown table on stdout."""
     print(
-        f"| kind | parameters | build s | index memory MiB | q/s (1 batch) | q per CPU-s "
-        f"| recall@{k} | speed-up vs exact |"
+        f"| kind | parameters | build s | index MiB | RSS growth MiB | q/s (1 batch) "
+        f"| q per CPU-s | recall@{k} | speed-up vs exact |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(
-            f"| {r.kind} | {r.setting} | {r.build_s:.1f} | {r.memory_mib:.0f} | {r.qps:.0f} "
+            f"| {r.kind} | {r.setting} | {r.build_s:.1f} | {r.size_mib:.0f} | {r.rss_mib:.0f} "
+            f"| {r.qps:.0f} "
             f"| {r.q_per_cpu_s:.0f} | {r.recall:.3f} | {r.speedup:.1f}x |"
         )
 
@@ -273,7 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     set_threads(args.threads)
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
 
-    # songs and queries from the generator
+    # songs and queries from the generator (the subspace cannot exceed the space)
+    args.rank = min(args.rank, args.dim)
     gen = {
         "dim": args.dim,
         "n_clusters": args.n_clusters,
@@ -338,7 +360,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"\noperating point: {best.kind} ({best.setting}): recall@{args.k}={best.recall:.3f} "
             f"at {best.qps:.0f} q/s, {best.speedup:.1f}x exact"
         )
-    print(f"\npeak resident set: {psutil.Process().memory_info().rss / 2**30:.2f} GiB now")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"\npeak resident set of the benchmark: {peak:.2f} GiB")
 
     # the optional model section
     if args.model is not None:
@@ -363,7 +386,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--dim", type=int, default=1024, help="vector dimension")
     parser.add_argument("--n-queries", type=int, default=1000, help="queries, one batch")
     parser.add_argument("--k", type=int, default=100, help="neighbours per query")
-    parser.add_argument("--kinds", default="flat,hnsw,ivf", help="comma-separated index kinds")
+    parser.add_argument(
+        "--kinds", default="flat,hnsw,ivf,ivf_sq8", help="comma-separated index kinds"
+    )
     parser.add_argument("--n-clusters", type=int, default=1000, help="generator: centres")
     parser.add_argument("--rank", type=int, default=48, help="generator: subspace dimension")
     parser.add_argument("--spread", type=float, default=1.0, help="generator: cluster spread")
@@ -373,14 +398,14 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=2, help="searches timed per setting")
     parser.add_argument("--nlist", type=int, default=None, help="IVF lists (index default)")
     parser.add_argument(
-        "--nprobe-sweep", type=_int_list, default=[8, 16, 32, 64, 128], help="IVF nprobe values"
+        "--nprobe-sweep", type=_int_list, default=[8, 16, 24, 32, 64], help="IVF nprobe values"
     )
     parser.add_argument("--hnsw-m", type=int, default=hnsw["hnsw_m"], help="HNSW graph degree")
     parser.add_argument(
         "--ef-construction", type=int, default=hnsw["ef_construction"], help="HNSW build list"
     )
     parser.add_argument(
-        "--ef-sweep", type=_int_list, default=[128, 192, 256, 512], help="HNSW ef_search values"
+        "--ef-sweep", type=_int_list, default=[128, 192, 256, 384], help="HNSW ef_search values"
     )
     parser.add_argument(
         "--hnsw-max-songs", type=int, default=None, help="build HNSW on the first songs only"

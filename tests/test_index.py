@@ -14,6 +14,7 @@ from embedding.errors import InputError, MismatchError
 from embedding.store import write_store
 from retrieval import index as index_module
 from retrieval.index import (
+    IVF_KINDS,
     METRIC,
     SongIndex,
     build_index,
@@ -28,7 +29,11 @@ KIND_PARAMS: dict[str, dict[str, int]] = {
     "flat": {},
     "hnsw": {"hnsw_m": 16, "ef_construction": 64, "ef_search": 64},
     "ivf": {"nlist": 32, "nprobe": 8},
+    "ivf_sq8": {"nlist": 32, "nprobe": 8},
 }
+KINDS = list(KIND_PARAMS)
+# scores of 8-bit codes are cosines up to the quantisation step; the others are exact
+SCORE_ATOL = {"flat": 1e-5, "hnsw": 1e-5, "ivf": 1e-5, "ivf_sq8": 2e-2}
 
 
 def clustered(rng: np.random.Generator, n: int, *, centres: np.ndarray) -> np.ndarray:
@@ -56,7 +61,7 @@ def recall(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean(hits)) / truth.shape[1]
 
 
-@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivf"])
+@pytest.mark.parametrize("kind", KINDS)
 class TestIndexContract:
     """Known answers every kind must give."""
 
@@ -71,7 +76,7 @@ class TestIndexContract:
         assert index.kind == kind
         assert (rows[:, 0] == probe).mean() >= 0.95
         hit = rows[:, 0] == probe
-        np.testing.assert_allclose(scores[hit, 0], 1.0, atol=1e-5)
+        np.testing.assert_allclose(scores[hit, 0], 1.0, atol=SCORE_ATOL[kind])
 
     def test_planted_neighbours_come_first(self, kind, data, rng):
         songs, ids, queries = data
@@ -92,7 +97,7 @@ class TestIndexContract:
         assert (rows >= 0).all()
         assert (np.diff(scores, axis=1) <= 1e-6).all()
         expected = np.einsum("qd,qkd->qk", unit(queries), unit(songs[rows]))
-        np.testing.assert_allclose(scores, expected, atol=1e-5)
+        np.testing.assert_allclose(scores, expected, atol=SCORE_ATOL[kind])
 
     def test_query_scale_does_not_matter(self, kind, data):
         songs, ids, queries = data
@@ -148,7 +153,7 @@ class TestIndexContract:
         assert SongIndex.load(tmp_path / "idx", store=store).n == N_SONGS
 
 
-@pytest.mark.parametrize("kind", ["hnsw", "ivf"])
+@pytest.mark.parametrize("kind", ["hnsw", "ivf", "ivf_sq8"])
 def test_approximate_recall_against_exact(kind, data):
     songs, ids, queries = data
     exact = build_index(songs, ids, kind="flat", show_progress=False)
@@ -185,7 +190,7 @@ def test_auto_kind_follows_size(rng, monkeypatch):
     ids = [str(i) for i in range(400)]
     assert build_index(songs, ids, show_progress=False).kind == "flat"
     monkeypatch.setattr(index_module, "AUTO_FLAT_MAX", 100)
-    params = {"nlist": 8} if index_module.AUTO_APPROX_KIND == "ivf" else {"hnsw_m": 8}
+    params = {"nlist": 8} if index_module.AUTO_APPROX_KIND in IVF_KINDS else {"hnsw_m": 8}
     auto = build_index(songs, ids, params=params, show_progress=False)
     assert auto.kind == index_module.AUTO_APPROX_KIND
 
@@ -202,7 +207,10 @@ def test_default_params_scale_with_size():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"kind": "annoy"}, r"kind must be one of auto, flat, hnsw, ivf; got kind='annoy'"),
+        (
+            {"kind": "annoy"},
+            r"kind must be one of auto, flat, hnsw, ivf, ivf_sq8; got kind='annoy'",
+        ),
         ({"kind": "flat", "params": {"nlist": 4}}, r"nlist=4 does not apply to kind='flat'"),
         ({"kind": "ivf", "params": {"nlist": 500}}, r"nlist=500 exceeds .* n=100"),
         ({"kind": "hnsw", "params": {"hnsw_m": 0}}, r"hnsw_m must be >= 1; got hnsw_m=0"),
