@@ -1,23 +1,29 @@
 """Command lines of the ranking package: ``train-ranker`` and ``rank``.
 
-``train-ranker DATA --out MODEL`` trains and validates the ranker (see :mod:`ranking.train`);
-``rank --model MODEL --submission PATH`` writes a Kaggle submission. ``rank`` dispatches on one
-mode flag of a mutually exclusive group, one function per mode, so more modes slot in beside
-``--submission``.
+``train-ranker DATA [--index DIR] --out MODEL`` trains and validates the ranker (see
+:mod:`ranking.train`). ``rank`` applies a model folder in one of three modes, one flag of a
+mutually exclusive group each, dispatched through :data:`RANK_MODES`:
+
+- ``rank --model MODEL --submission PATH`` writes a Kaggle submission;
+- ``rank --model MODEL --user MSNO [-k 10] [--format table|json] [--seed-songs ID,...]``
+  prints a user's top songs (see :mod:`ranking.recommend`);
+- ``rank --model MODEL --evaluate --report DIR`` evaluates the recommendations on the
+  validation tail (see :mod:`ranking.evaluate`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from embedding._log import configure_cli_logging
 from embedding.errors import EncoreError
 
-from .features import DEFAULT_GROUPS, FEATURE_GROUPS
+from .features import AUDIO_GROUP, DEFAULT_GROUPS, FEATURE_GROUPS
 from .train import TrainConfig, predict_test, train_ranker
 
 USAGE_EXIT = 2
@@ -43,6 +49,13 @@ def _train_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("data", type=Path, help="folder of the KKBox CSVs")
     parser.add_argument("--out", type=Path, required=True, help="model folder to write")
+    parser.add_argument(
+        "--index",
+        type=Path,
+        metavar="DIR",
+        help="song index folder from build-index: adds the audio feature group, the ablation "
+        "without it and the taste profiles for rank --user",
+    )
     parser.add_argument(
         "--valid-frac",
         type=float,
@@ -96,6 +109,7 @@ def _summary(metrics: dict[str, object]) -> str:
         ("oracle AUC", metrics["oracle_auc"]),
         ("lift ratio", metrics["lift_ratio"]),
         ("starter lift ratio", metrics["starter_lift_ratio"]),
+        ("audio: valid AUC with / without", _ablation(metrics.get("ablation"))),
         ("best rounds", metrics["best_iteration"]),
         ("refit rounds", metrics["refit_rounds"]),
         (
@@ -109,6 +123,16 @@ def _summary(metrics: dict[str, object]) -> str:
         shown = "n/a" if value is None else f"{value:.4f}" if isinstance(value, float) else value
         lines.append(f"| {name} | {shown} |")
     return "\n".join(lines)
+
+
+def _ablation(ablation: object) -> str | None:
+    """The ablation as "with / without (lift)", or None when there was none."""
+    if not isinstance(ablation, dict):
+        return None
+    with_audio, without = ablation.get("with_audio"), ablation.get("without_audio")
+    if with_audio is None or without is None:
+        return None
+    return f"{with_audio:.4f} / {without:.4f} ({with_audio - without:+.4f})"
 
 
 def train_main(argv: Sequence[str] | None = None) -> int:
@@ -138,6 +162,8 @@ def train_main(argv: Sequence[str] | None = None) -> int:
             f"--groups {' '.join(unknown)}: unknown group; choose from "
             f"{' '.join(sorted(FEATURE_GROUPS))}"
         )
+    if AUDIO_GROUP in args.groups and args.index is None:
+        parser.error(f"--groups {AUDIO_GROUP} needs --index DIR (a build-index folder)")
     if not 0.0 < args.valid_frac < 1.0:
         parser.error(f"--valid-frac {args.valid_frac}: expected a share strictly between 0 and 1")
     config = TrainConfig(
@@ -157,7 +183,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
 
     # train, then the summary on stdout
     try:
-        metrics = train_ranker(args.data, args.out, config=config)
+        metrics = train_ranker(args.data, args.out, config=config, index_dir=args.index)
     except EncoreError as exc:
         sys.stderr.write(f"train-ranker: error: {exc}\n")
         return ERROR_EXIT
@@ -181,6 +207,28 @@ def _rank_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="write id,target for every test row (Kaggle format)",
     )
+    modes.add_argument("--user", metavar="MSNO", help="print the top songs for this user")
+    modes.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="evaluate recommendations on the validation tail (needs --report)",
+    )
+    parser.add_argument("-k", "--k", type=int, default=10, help="songs to list with --user")
+    parser.add_argument(
+        "--format", choices=("table", "json"), default="table", help="output of --user"
+    )
+    parser.add_argument(
+        "--seed-songs",
+        metavar="ID,ID,...",
+        help="song ids whose audio describes the user's taste (required for an unknown user)",
+    )
+    parser.add_argument("--report", type=Path, metavar="DIR", help="report folder of --evaluate")
+    parser.add_argument(
+        "--max-users",
+        type=int,
+        metavar="N",
+        help="evaluate at most N users (an evenly spaced subset); all when unset",
+    )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
     return parser
 
@@ -194,9 +242,71 @@ def _rank_submission(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rank_user(args: argparse.Namespace) -> int:
+    """``rank --user``: the user's top ``k`` songs as a table or one JSON object."""
+    from .recommend import Recommender
+
+    if args.k < 1:
+        sys.stderr.write(f"rank: error: -k {args.k}: expected at least 1 (see rank --help)\n")
+        return USAGE_EXIT
+    seeds = (
+        [s.strip() for s in args.seed_songs.split(",") if s.strip()] if args.seed_songs else None
+    )
+    recommender = Recommender.load(args.model)
+    items = recommender.recommend(args.user, k=args.k, seed_songs=seeds)
+    if args.format == "json":
+        print(json.dumps({"user": args.user, "items": [_json_item(i) for i in items]}))
+        return 0
+    print(_items_table(items))
+    return 0
+
+
+def _json_item(item: Any) -> dict[str, Any]:
+    """The JSON fields of one recommended item."""
+    full = item.to_dict()
+    return {key: full[key] for key in ("song_id", "score", "cosine", "name", "artist", "tags")}
+
+
+def _items_table(items: Sequence[Any]) -> str:
+    """A fixed-width table of recommended items."""
+    header = f"{'rank':>4}  {'song_id':<44}  {'name':<24}  {'artist':<20}  {'score':>6}  {'cosine':>6}  tags"
+    lines = [header, "-" * len(header)]
+    for rank, item in enumerate(items, start=1):
+        cosine = "" if item.cosine is None else f"{item.cosine:.3f}"
+        tags = ", ".join(f"{tag} {score:.2f}" for tag, score in item.tags)
+        lines.append(
+            f"{rank:>4}  {item.song_id:<44}  {_clip(item.name, 24):<24}  "
+            f"{_clip(item.artist, 20):<20}  {item.score:>6.3f}  {cosine:>6}  {tags}"
+        )
+    return "\n".join(lines)
+
+
+def _clip(text: str | None, width: int) -> str:
+    """``text`` cut to ``width`` characters ("" for None)."""
+    if text is None:
+        return ""
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _rank_evaluate(args: argparse.Namespace) -> int:
+    """``rank --evaluate --report DIR``: leak-free evaluation of the recommendations."""
+    from .evaluate import evaluate, summary_markdown, write_report
+
+    if args.report is None:
+        sys.stderr.write("rank: error: --evaluate needs --report DIR (see rank --help)\n")
+        return USAGE_EXIT
+    evaluation = evaluate(args.model, max_users=args.max_users)
+    write_report(evaluation, args.report)
+    print(summary_markdown(evaluation.metrics))
+    print(f"report written to {args.report}")
+    return 0
+
+
 # mode flag (its argparse dest) -> handler
 RANK_MODES: dict[str, Callable[[argparse.Namespace], int]] = {
     "submission": _rank_submission,
+    "user": _rank_user,
+    "evaluate": _rank_evaluate,
 }
 
 
@@ -221,7 +331,7 @@ def rank_main(argv: Sequence[str] | None = None) -> int:
     # parse, then run the one mode given
     args = _rank_parser().parse_args(argv)
     configure_cli_logging(args.verbose)
-    mode = next(name for name in RANK_MODES if getattr(args, name, None) is not None)
+    mode = next(name for name in RANK_MODES if getattr(args, name, None) not in (None, False))
     try:
         return RANK_MODES[mode](args)
     except EncoreError as exc:

@@ -11,7 +11,8 @@ A label-derived feature must never see the label of the row it describes. The sc
 :func:`out_of_fold` is the generic driver: it takes a ``fit`` callable ("fit on these rows, return
 a function that computes features for those rows") and runs it ``n_folds + 1`` times.
 :func:`target_rate` is the workhorse built on it: a smoothed replay rate per integer key, fitted
-with ``np.bincount``.
+with ``np.bincount``; :func:`fit_rate` is its fitting step alone, for serving code that looks rates
+up for new rows.
 """
 
 from __future__ import annotations
@@ -180,18 +181,10 @@ def target_rate(
             "one value per row of the fold assignment"
         )
     n_keys = int(keys.max()) + 1 if keys.size else 0
-    valid_key = keys >= 0
 
     # fit = bincount over the allowed rows; apply = lookup by key
     def fit(rows: np.ndarray) -> Applier:
-        rows = rows[valid_key[rows]]
-        y = labels[rows]
-        prior = float(y.mean()) if y.size else 0.5
-        sums = np.bincount(keys[rows], weights=y, minlength=n_keys)
-        counts = np.bincount(keys[rows], minlength=n_keys)
-        rate = np.full(n_keys, prior, dtype=np.float32)
-        seen = counts > 0
-        rate[seen] = (sums[seen] + smoothing * prior) / (counts[seen] + smoothing)
+        rate, prior = fit_rate(keys, labels, rows, n_keys=n_keys, smoothing=smoothing)
 
         def apply(target_rows: np.ndarray) -> np.ndarray:
             k = keys[target_rows]
@@ -200,3 +193,50 @@ def target_rate(
         return apply
 
     return out_of_fold(fit, folds)[:, 0]
+
+
+def fit_rate(
+    keys: np.ndarray,
+    labels: np.ndarray,
+    rows: np.ndarray,
+    *,
+    n_keys: int,
+    smoothing: float = 20.0,
+) -> tuple[np.ndarray, float]:
+    """The smoothed label mean of every key, fitted on the given rows only.
+
+    This is the fitting step of :func:`target_rate`; serving code calls it once with all
+    fitting rows and looks rates up for new rows.
+
+    Parameters
+    ----------
+    keys : ndarray [shape=(n_rows,), dtype=int64]
+        Key of every row, negative for a missing value (such rows are not fitted on).
+    labels : ndarray [shape=(n_rows,)]
+        Labels in {0, 1}; only ``labels[rows]`` is read.
+    rows : ndarray [shape=(n_fit,), dtype=int]
+        Indices of the rows whose labels may be used.
+    n_keys : int
+        Number of distinct keys (the length of the returned table).
+    smoothing : float, optional (default=20.0)
+        Prior weight ``m``, in pseudo-rows.
+
+    Returns
+    -------
+    rate : ndarray [shape=(n_keys,), dtype=float32]
+        ``(sum y + m * prior) / (n + m)`` per key; the prior for keys unseen in ``rows``.
+    prior : float
+        Mean label over the fitted rows (0.5 when there are none).
+    """
+    # bincount over the fitted rows with a key
+    rows = rows[keys[rows] >= 0]
+    y = labels[rows]
+    prior = float(y.mean()) if y.size else 0.5
+    sums = np.bincount(keys[rows], weights=y, minlength=n_keys)
+    counts = np.bincount(keys[rows], minlength=n_keys)
+
+    # shrink towards the prior
+    rate = np.full(n_keys, prior, dtype=np.float32)
+    seen = counts > 0
+    rate[seen] = (sums[seen] + smoothing * prior) / (counts[seen] + smoothing)
+    return rate, prior

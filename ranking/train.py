@@ -14,7 +14,15 @@ meta.json          features, categoricals, params, rounds, groups, data folder a
                    package versions
 metrics.json       validation, starter and oracle AUC, lift ratio, row counts, timings
 importances.csv    gain and split importance of each feature (validation booster)
+profiles.npy       with ``--index``: taste profile of every user with a replayed song that has a
+                   vector, fitted on all train rows [shape=(n_profiles, dim), float32]
+profile_users.json with ``--index``: the ``msno`` of each row of ``profiles.npy``
 =================  ==============================================================================
+
+With an index (``train_ranker(..., index_dir=DIR)``) the ``audio`` feature group joins the groups,
+and a second booster without it, on the same split and parameters, gives the ablation
+``{"with_audio": auc, "without_audio": auc}`` in ``metrics.json``; the model folder remembers the
+index folder and the store fingerprint for serving.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +44,18 @@ from sklearn.metrics import roc_auc_score
 from embedding.errors import InputError, MismatchError
 
 from ._log import logger
+from .audio import AudioIndex
 from .data import KKBoxData, data_fingerprint, load_kkbox
-from .features import DEFAULT_GROUPS, build_features, build_starter_features
+from .features import (
+    AUDIO_GROUP,
+    DEFAULT_GROUPS,
+    FeatureContext,
+    SongVectors,
+    build_features,
+    build_starter_features,
+    row_labels,
+    taste_profiles,
+)
 
 MODEL_FILE = "model.txt"
 VALID_MODEL_FILE = "model_valid.txt"
@@ -45,6 +63,8 @@ META_FILE = "meta.json"
 METRICS_FILE = "metrics.json"
 IMPORTANCES_FILE = "importances.csv"
 TRUTH_TRAIN_FILE = "truth_train.csv"
+PROFILES_FILE = "profiles.npy"
+PROFILE_USERS_FILE = "profile_users.json"
 
 
 @dataclass
@@ -312,6 +332,7 @@ def train_ranker(
     *,
     config: TrainConfig | None = None,
     data: KKBoxData | None = None,
+    index_dir: str | Path | None = None,
     show_progress: bool = True,
 ) -> dict[str, Any]:
     """Train the ranker with a time-ordered validation, the starter baseline and the refit.
@@ -326,6 +347,9 @@ def train_ranker(
         Training options; None uses the defaults.
     data : KKBoxData or None, optional (default=None)
         The already loaded data of ``data_folder``; None loads it.
+    index_dir : str or Path or None, optional (default=None)
+        A ``build-index`` folder: adds the ``audio`` group, the ablation without it and the
+        serving profiles. None trains without audio.
     show_progress : bool, optional (default=True)
         Show tqdm bars while loading.
 
@@ -335,12 +359,20 @@ def train_ranker(
         The metrics also written to ``metrics.json``: ``valid_auc``, ``starter_auc``,
         ``oracle_auc``, ``lift_ratio``, ``starter_lift_ratio``, ``n_fit_rows``,
         ``n_valid_rows``, ``n_test_rows``, ``best_iteration``, ``refit_rounds``,
-        ``feature_groups``, ``seconds``, ``stage_seconds`` and ``ablation`` (None).
+        ``feature_groups``, ``seconds``, ``stage_seconds``, ``audio_coverage`` and
+        ``ablation`` (``{"with_audio": auc, "without_audio": auc}`` with an index, else None).
 
     Raises
     ------
     InputError
-        If the data or the truth file is malformed, or the split leaves too few rows.
+        If the data or the truth file is malformed, the split leaves too few rows, or the
+        ``audio`` group is asked for without an index.
+    MismatchError
+        If the index's store changed since the index was built, or holds none of the songs.
+
+    Examples
+    --------
+    >>> train_ranker("demo/data", "models/ranker", index_dir="demo/index")  # doctest: +SKIP
     """
     # load and split by time
     config = config or TrainConfig()
@@ -356,6 +388,19 @@ def train_ranker(
     n_fit = _split(data, config.valid_frac)
     y = data.train["target"].to_numpy(dtype=np.float64)
     truth = read_truth(folder, n_train)
+
+    # the audio vectors when an index is given; the audio group needs them
+    audio = None if index_dir is None else AudioIndex.load(index_dir)
+    vectors = None if audio is None else audio.song_vectors(data)
+    groups = tuple(config.groups)
+    if audio is not None and AUDIO_GROUP not in groups:
+        groups = (*groups, AUDIO_GROUP)
+    if audio is None and AUDIO_GROUP in groups:
+        raise InputError(
+            f"groups={list(groups)} include {AUDIO_GROUP!r} but no index was given; pass "
+            "--index DIR (a build-index folder) or leave audio out of --groups"
+        )
+    config = replace(config, groups=groups)
     stages["load"] = time.perf_counter() - started
     logger.info(
         "split: %d fitting rows, %d validation rows, %d test rows", n_fit, n_train - n_fit, n_test
@@ -373,6 +418,7 @@ def train_ranker(
         svd_rank=config.svd_rank,
         seed=config.seed,
         cache=cache,
+        song_vectors=vectors,
     )
     stages["features"] = time.perf_counter() - mark
     logger.info("features: %d columns in %.1f s", len(feats.feature_names), stages["features"])
@@ -380,45 +426,37 @@ def train_ranker(
     # the ranker, early-stopped on the validation tail
     mark = time.perf_counter()
     params = lgb_params(config)
-    booster = fit_booster(
-        feats.X.iloc[:n_fit],
-        y[:n_fit],
-        params,
-        X_valid=feats.X.iloc[n_fit:n_train],
-        y_valid=y[n_fit:],
-        categorical=feats.categorical_names,
-        max_rounds=config.max_rounds,
-        early_stopping=config.early_stopping,
-        log_every=config.log_every,
-    )
-    best = int(booster.best_iteration or booster.current_iteration())
-    valid_auc = auc(y[n_fit:], booster.predict(feats.X.iloc[n_fit:n_train], num_iteration=best))
+    booster, best, valid_auc = _fit_valid(feats.X, y, n_fit, feats.categorical_names, config)
     stages["train"] = time.perf_counter() - mark
     logger.info("ranker: valid AUC %s after %d rounds", _fmt(valid_auc), best)
+
+    # the ablation: the same booster without the audio columns
+    mark = time.perf_counter()
+    ablation = None
+    audio_coverage = None
+    if audio is not None:
+        audio_columns = [c for c in feats.feature_names if c.startswith("audio_")]
+        audio_coverage = float(np.isfinite(feats.X["audio_cos"].to_numpy()[:n_train]).mean())
+        kept = [c for c in feats.feature_names if c not in audio_columns]
+        _, _, without_auc = _fit_valid(
+            feats.X[kept], y, n_fit, [c for c in feats.categorical_names if c in kept], config
+        )
+        ablation = {"with_audio": valid_auc, "without_audio": without_auc}
+        logger.info(
+            "ablation: valid AUC %s with audio, %s without (audio on %.1f %% of train rows)",
+            _fmt(valid_auc),
+            _fmt(without_auc),
+            100 * audio_coverage,
+        )
+    stages["ablation"] = time.perf_counter() - mark
 
     # the starter baseline on raw columns, same split and params
     mark = time.perf_counter()
     starter_auc = None
     if config.starter:
         raw = build_starter_features(data)
-        starter = fit_booster(
-            raw.X.iloc[:n_fit],
-            y[:n_fit],
-            params,
-            X_valid=raw.X.iloc[n_fit:n_train],
-            y_valid=y[n_fit:],
-            categorical=raw.categorical_names,
-            max_rounds=config.max_rounds,
-            early_stopping=config.early_stopping,
-            log_every=config.log_every,
-        )
-        starter_auc = auc(
-            y[n_fit:],
-            starter.predict(
-                raw.X.iloc[n_fit:n_train], num_iteration=starter.best_iteration or None
-            ),
-        )
-        del raw, starter
+        _, _, starter_auc = _fit_valid(raw.X, y, n_fit, raw.categorical_names, config)
+        del raw
         logger.info("starter: valid AUC %s", _fmt(starter_auc))
     stages["starter"] = time.perf_counter() - mark
 
@@ -439,7 +477,8 @@ def train_ranker(
         "n_features": len(feats.feature_names),
         "seconds": None,
         "stage_seconds": stages,
-        "ablation": None,
+        "audio_coverage": audio_coverage,
+        "ablation": ablation,
     }
     feature_names, categorical_names = feats.feature_names, feats.categorical_names
     booster.save_model(str(out / VALID_MODEL_FILE), num_iteration=best)
@@ -460,6 +499,7 @@ def train_ranker(
             svd_rank=config.svd_rank,
             seed=config.seed,
             cache=cache,
+            song_vectors=vectors,
         )
         refit = fit_booster(
             full.X.iloc[:n_train],
@@ -478,6 +518,10 @@ def train_ranker(
         booster.save_model(str(out / MODEL_FILE), num_iteration=best)
     stages["refit"] = time.perf_counter() - mark
 
+    # the serving profiles: every user's replays over all train rows
+    if audio is not None and vectors is not None:
+        save_profiles(out, data, vectors)
+
     # record what the folder needs to be applied again
     metrics["seconds"] = time.perf_counter() - started
     meta = {
@@ -491,11 +535,65 @@ def train_ranker(
         "config": asdict(config),
         "data_folder": str(folder),
         "data_fingerprint": data_fingerprint(folder),
+        "index_dir": None if audio is None else str(audio.folder),
+        "store_fingerprint": None if audio is None else audio.fingerprint,
         "versions": _versions(),
     }
     (out / META_FILE).write_text(json.dumps(meta, indent=2))
     (out / METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     return metrics
+
+
+def _fit_valid(
+    X: pd.DataFrame, y: np.ndarray, n_fit: int, categorical: Sequence[str], config: TrainConfig
+) -> tuple[lgb.Booster, int, float | None]:
+    """A booster fitted on the first ``n_fit`` rows, early-stopped on the rest of train.
+
+    Returns the booster, its best round and its validation AUC.
+    """
+    n_train = y.shape[0]
+    booster = fit_booster(
+        X.iloc[:n_fit],
+        y[:n_fit],
+        lgb_params(config),
+        X_valid=X.iloc[n_fit:n_train],
+        y_valid=y[n_fit:],
+        categorical=categorical,
+        max_rounds=config.max_rounds,
+        early_stopping=config.early_stopping,
+        log_every=config.log_every,
+    )
+    best = int(booster.best_iteration or booster.current_iteration())
+    return booster, best, auc(y[n_fit:], booster.predict(X.iloc[n_fit:n_train], num_iteration=best))
+
+
+def save_profiles(out: Path, data: KKBoxData, vectors: SongVectors) -> int:
+    """Write ``profiles.npy`` and ``profile_users.json``: taste profiles from all train replays.
+
+    Parameters
+    ----------
+    out : Path
+        The model folder.
+    data : KKBoxData
+        The training data.
+    vectors : SongVectors
+        Song vectors aligned with ``data``.
+
+    Returns
+    -------
+    int
+        Number of users with a profile.
+    """
+    # the same profiles the audio group fits for rows outside the fitting rows
+    ctx = FeatureContext(data=data, labels=row_labels(data), song_vectors=vectors)
+    profiles, has = taste_profiles(ctx, np.arange(len(data.train)))
+
+    # only users with a profile, by id
+    users = [str(u) for u in data.user_ids[np.flatnonzero(has)]]
+    np.save(out / PROFILES_FILE, profiles[has].astype(np.float32))
+    (out / PROFILE_USERS_FILE).write_text(json.dumps(users))
+    logger.info("saved taste profiles of %d users to %s", len(users), out / PROFILES_FILE)
+    return len(users)
 
 
 def _fmt(value: float | None) -> str:
@@ -559,6 +657,35 @@ def check_data(meta: dict[str, Any]) -> Path:
     return folder
 
 
+def model_audio(
+    meta: dict[str, Any], data: KKBoxData
+) -> tuple[AudioIndex | None, SongVectors | None]:
+    """The index and song vectors a model was trained with, or ``(None, None)`` without audio.
+
+    Parameters
+    ----------
+    meta : dict
+        Metadata from :func:`load_meta`.
+    data : KKBoxData
+        The model's data, whose song codes the vectors follow.
+
+    Returns
+    -------
+    (AudioIndex or None, SongVectors or None)
+
+    Raises
+    ------
+    InputError
+        If the recorded index folder or its store is gone.
+    MismatchError
+        If the store's fingerprint differs from the one recorded at training.
+    """
+    if not meta.get("index_dir"):
+        return None, None
+    audio = AudioIndex.load(meta["index_dir"], expect_fingerprint=meta.get("store_fingerprint"))
+    return audio, audio.song_vectors(data)
+
+
 def predict_test(model_dir: str | Path, *, show_progress: bool = True) -> pd.DataFrame:
     """Predict the replay probability of every test row with a trained model folder.
 
@@ -593,6 +720,7 @@ def predict_test(model_dir: str | Path, *, show_progress: bool = True) -> pd.Dat
 
     # features with statistics from all train rows
     n_train = len(data.train)
+    _, vectors = model_audio(meta, data)
     feats = build_features(
         data,
         fit_mask=np.ones(n_train, dtype=bool),
@@ -601,6 +729,7 @@ def predict_test(model_dir: str | Path, *, show_progress: bool = True) -> pd.Dat
         max_categories=config["max_categories"],
         svd_rank=config["svd_rank"],
         seed=config["seed"],
+        song_vectors=vectors,
     )
     if feats.feature_names != meta["features"]:
         raise MismatchError(
