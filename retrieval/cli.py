@@ -20,7 +20,10 @@ from embedding.errors import EncoreError
 from embedding.store import load_store
 
 from ._log import logger
-from .index import AUTO_APPROX_KIND, AUTO_FLAT_MAX, KINDS, build_index_from_store
+from .index import AUTO_APPROX_KIND, AUTO_FLAT_MAX, KINDS, build_index_from_store, default_params
+
+# index parameters that have a flag; unset flags leave the parameter to default_params
+PARAM_FLAGS = ("hnsw_m", "ef_construction", "ef_search", "nlist", "nprobe", "train_size")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -49,18 +52,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         started = time.perf_counter()
         store = load_store(args.store)
-        params = {
-            "hnsw_m": args.hnsw_m,
-            "ef_construction": args.ef_construction,
-            "ef_search": args.ef_search,
-            "nlist": args.nlist,
-            "nprobe": args.nprobe,
-            "train_size": args.train_size,
-        }
-        given = {name: value for name, value in params.items() if value is not None}
+        given = {name: getattr(args, name) for name in PARAM_FLAGS if hasattr(args, name)}
         with logging_redirect_tqdm():
             index = build_index_from_store(
-                store, kind=args.kind, params=given, threads=args.threads, seed=args.seed
+                store,
+                kind=args.kind,
+                params=given,
+                threads=getattr(args, "threads", None),
+                seed=args.seed,
             )
         index.save(args.out)
     except EncoreError as err:
@@ -90,22 +89,62 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("store", type=Path, metavar="STORE", help="embedding store folder")
-    parser.add_argument("--out", type=Path, required=True, help="index folder (created)")
+    parser.add_argument(
+        "--out", type=Path, required=True, default=argparse.SUPPRESS, help="index folder (created)"
+    )
     parser.add_argument(
         "--kind",
         default="auto",
         choices=KINDS,
         help=f"index kind; auto is flat up to {AUTO_FLAT_MAX:,} songs, {AUTO_APPROX_KIND} above",
     )
+    # index parameters: absent from the namespace unless given
+    unset = argparse.SUPPRESS
+    hnsw_defaults = default_params("hnsw", 1)
     hnsw = parser.add_argument_group("hnsw parameters")
-    hnsw.add_argument("--hnsw-m", type=_positive_int, help="graph degree")
-    hnsw.add_argument("--ef-construction", type=_positive_int, help="candidate list when building")
-    hnsw.add_argument("--ef-search", type=_positive_int, help="candidate list when searching")
-    ivf = parser.add_argument_group("ivf parameters")
-    ivf.add_argument("--nlist", type=_positive_int, help="k-means lists")
-    ivf.add_argument("--nprobe", type=_positive_int, help="lists scanned per query")
-    ivf.add_argument("--train-size", type=_positive_int, help="songs k-means trains on")
-    parser.add_argument("--threads", type=_positive_int, help="FAISS threads (all cores if unset)")
+    hnsw.add_argument(
+        "--hnsw-m",
+        type=_positive_int,
+        default=unset,
+        help=f"graph degree (default: {hnsw_defaults['hnsw_m']})",
+    )
+    hnsw.add_argument(
+        "--ef-construction",
+        type=_positive_int,
+        default=unset,
+        help=f"candidate list when building (default: {hnsw_defaults['ef_construction']})",
+    )
+    hnsw.add_argument(
+        "--ef-search",
+        type=_positive_int,
+        default=unset,
+        help=f"candidate list when searching (default: {hnsw_defaults['ef_search']})",
+    )
+    ivf = parser.add_argument_group("ivf and ivf_sq8 parameters")
+    ivf.add_argument(
+        "--nlist",
+        type=_positive_int,
+        default=unset,
+        help="k-means lists (default: the power of two nearest 4 * sqrt(n_songs))",
+    )
+    ivf.add_argument(
+        "--nprobe",
+        type=_positive_int,
+        default=unset,
+        help="lists scanned per query (default: nlist / 64, at least 8)",
+    )
+    ivf.add_argument(
+        "--train-size",
+        type=_positive_int,
+        default=unset,
+        help="songs k-means trains on (default: 64 * nlist)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=_positive_int,
+        default=unset,
+        help="FAISS threads (default: all cores)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the IVF training sample")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
     return parser
