@@ -23,7 +23,9 @@ from typing import Any, NoReturn
 from embedding._log import configure_cli_logging
 from embedding.errors import EncoreError
 
+from .evaluate import evaluate, summary_markdown, write_report
 from .features import AUDIO_GROUP, DEFAULT_GROUPS, FEATURE_GROUPS
+from .recommend import Item, Recommender
 from .train import TrainConfig, predict_test, train_ranker
 
 USAGE_EXIT = 2
@@ -151,6 +153,7 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     Examples
     --------
     >>> train_main(["data/kkbox", "--out", "models/ranker"])  # doctest: +SKIP
+    >>> train_main(["demo/data", "--index", "demo/index", "--out", "models/demo"])  # doctest: +SKIP
     """
     # parse and validate the options
     parser = _train_parser()
@@ -244,8 +247,6 @@ def _rank_submission(args: argparse.Namespace) -> int:
 
 def _rank_user(args: argparse.Namespace) -> int:
     """``rank --user``: the user's top ``k`` songs as a table or one JSON object."""
-    from .recommend import Recommender
-
     if args.k < 1:
         sys.stderr.write(f"rank: error: -k {args.k}: expected at least 1 (see rank --help)\n")
         return USAGE_EXIT
@@ -261,13 +262,13 @@ def _rank_user(args: argparse.Namespace) -> int:
     return 0
 
 
-def _json_item(item: Any) -> dict[str, Any]:
+def _json_item(item: Item) -> dict[str, Any]:
     """The JSON fields of one recommended item."""
     full = item.to_dict()
     return {key: full[key] for key in ("song_id", "score", "cosine", "name", "artist", "tags")}
 
 
-def _items_table(items: Sequence[Any]) -> str:
+def _items_table(items: Sequence[Item]) -> str:
     """A fixed-width table of recommended items."""
     header = f"{'rank':>4}  {'song_id':<44}  {'name':<24}  {'artist':<20}  {'score':>6}  {'cosine':>6}  tags"
     lines = [header, "-" * len(header)]
@@ -290,8 +291,6 @@ def _clip(text: str | None, width: int) -> str:
 
 def _rank_evaluate(args: argparse.Namespace) -> int:
     """``rank --evaluate --report DIR``: leak-free evaluation of the recommendations."""
-    from .evaluate import evaluate, summary_markdown, write_report
-
     if args.report is None:
         sys.stderr.write("rank: error: --evaluate needs --report DIR (see rank --help)\n")
         return USAGE_EXIT
@@ -327,6 +326,8 @@ def rank_main(argv: Sequence[str] | None = None) -> int:
     Examples
     --------
     >>> rank_main(["--model", "models/ranker", "--submission", "submission.csv"])  # doctest: +SKIP
+    >>> rank_main(["--model", "models/demo", "--user", "MSNO", "-k", "10"])  # doctest: +SKIP
+    >>> rank_main(["--model", "models/demo", "--evaluate", "--report", "reports/demo"])  # doctest: +SKIP
     """
     # parse, then run the one mode given
     args = _rank_parser().parse_args(argv)

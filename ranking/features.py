@@ -71,11 +71,16 @@ Columns = dict[str, Any]
 
 
 class Features(NamedTuple):
-    """A feature matrix for all rows (train first, then test) and its column lists."""
+    """A feature matrix for all rows (train first, then test) and its column lists.
+
+    For query rows ``arrays`` also holds every column as built (float32 arrays and
+    Categoricals), for callers that would rather not index the frame column by column.
+    """
 
     X: pd.DataFrame
     feature_names: list[str]
     categorical_names: list[str]
+    arrays: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -298,12 +303,27 @@ class FeatureContext:
         """Codes of ``kind`` for the query rows, in the observed rows' code sets."""
         assert self.query is not None
         if kind == "user":
-            return _lookup(self.data.user_ids, self.query["msno"])
+            return _lookup(self.data.user_ids, self.query["msno"], self._positions("user"))
         if kind == "song":
-            return _lookup(self.data.song_ids, self.query["song_id"])
+            return _lookup(self.data.song_ids, self.query["song_id"], self._positions("song"))
         if kind in CONTEXT_COLUMNS:
-            return _lookup(self.context[kind].cat.categories, self.query[kind])
+            categories = self.context[kind].cat.categories
+            return _lookup(categories, self.query[kind], self._positions(kind))
         return _take(self.song_codes(kind), _take(self.song_index, self.codes("song"), -1), -1)
+
+    def _positions(self, kind: str) -> dict[Any, int]:
+        """Code of every value of ``user``, ``song`` or a context column, as a dict (memoised)."""
+
+        def make() -> dict[Any, int]:
+            if kind == "user":
+                values = self.data.user_ids
+            elif kind == "song":
+                values = self.data.song_ids
+            else:
+                values = self.context[kind].cat.categories
+            return {value: code for code, value in enumerate(values)}
+
+        return self.fitted(("positions", kind), make)
 
     @property
     def user(self) -> np.ndarray:
@@ -511,12 +531,12 @@ def _codes(series: pd.Series) -> np.ndarray:
     return codes.astype(np.int64)
 
 
-def _lookup(categories: pd.Index, values: pd.Series) -> np.ndarray:
-    """Position of each value in ``categories``, -1 for a missing or unknown value."""
+def _lookup(categories: pd.Index, values: pd.Series, table: dict[Any, int]) -> np.ndarray:
+    """Position of each value in ``categories`` (``table`` maps value to position), -1 if absent."""
     # a categorical of the same categories (the same object: instant) already holds the codes
     if isinstance(values.dtype, pd.CategoricalDtype) and values.dtype.categories.equals(categories):
         return values.cat.codes.to_numpy().astype(np.int64)
-    return categories.get_indexer(pd.Index(values.astype(object))).astype(np.int64)
+    return np.fromiter((table.get(v, -1) for v in values.astype(object)), np.int64, len(values))
 
 
 def _take(table: np.ndarray, index: np.ndarray, fill: float) -> np.ndarray:
@@ -1268,7 +1288,9 @@ def _assemble(groups: list[Columns], n_rows: int) -> Features:
             else:
                 columns[name] = np.asarray(values, dtype=np.float32)
     X = pd.DataFrame(columns, index=pd.RangeIndex(n_rows))
-    return Features(X=X, feature_names=list(X.columns), categorical_names=categorical)
+    return Features(
+        X=X, feature_names=list(X.columns), categorical_names=categorical, arrays=columns
+    )
 
 
 def build_starter_features(data: KKBoxData) -> Features:

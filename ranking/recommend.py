@@ -45,6 +45,7 @@ from .features import (
     CONTEXT_COLUMNS,
     QUERY_COLUMNS,
     FeatureContext,
+    Features,
     SongVectors,
     build_features,
     cf_factors,
@@ -185,6 +186,7 @@ class Recommender:
         self.options = {k: meta["config"][k] for k in ("n_folds", "seed", "max_categories")}
         self.options["svd_rank"] = meta["config"]["svd_rank"]
         self.memo: dict[Any, Any] = {}
+        self._level_maps: dict[tuple[str, int], tuple[pd.Index, np.ndarray]] = {}
 
         # what every request needs: plays, contexts, popularity, names, audio rows
         self._user_codes = pd.Index(data.user_ids)
@@ -418,8 +420,7 @@ class Recommender:
         -------
         ndarray [shape=(len(rows),), dtype=float64]
         """
-        X = self._features(rows.reset_index(drop=True)[list(QUERY_COLUMNS)], None).X
-        return np.asarray(self.booster.predict(X), dtype=np.float64)
+        return self._predict(self._features(rows.reset_index(drop=True)[list(QUERY_COLUMNS)], None))
 
     def _n_plays(self, code: int) -> int:
         """Observed rows of user ``code``."""
@@ -482,7 +483,7 @@ class Recommender:
         if sum(sizes) == 0:
             return [_empty_ranked() for _ in user_ids]
         feats = self._features(self._query(user_ids, codes, candidates), seeds)
-        scores = np.asarray(self.booster.predict(feats.X), dtype=np.float64)
+        scores = self._predict(feats)
         cosines = (
             feats.X["audio_cos"].to_numpy(dtype=np.float64)
             if "audio_cos" in feats.X.columns
@@ -506,7 +507,36 @@ class Recommender:
             )
         return out
 
-    def _features(self, query: pd.DataFrame, seeds: dict[str, np.ndarray] | None) -> Any:
+    def _predict(self, feats: Features) -> np.ndarray:
+        """The booster's replay probability of feature rows, through a float matrix.
+
+        Categorical columns become the codes of the levels the booster was trained with (what
+        LightGBM's pandas input does, without its per-call conversions).
+        """
+        arrays = feats.arrays or {name: feats.X[name].array for name in feats.feature_names}
+        matrix = np.empty((len(feats.X), len(feats.feature_names)), dtype=np.float64)
+        levels = dict(
+            zip(feats.categorical_names, self.booster.pandas_categorical or [], strict=False)
+        )
+        for j, name in enumerate(feats.feature_names):
+            cat = arrays[name]
+            if name not in levels:
+                matrix[:, j] = np.asarray(cat, dtype=np.float64)
+                continue
+
+            # codes in the booster's level order; unknown levels are missing
+            assert isinstance(cat, pd.Categorical)
+            key = (name, id(cat.categories))
+            if key not in self._level_maps:
+                trained = pd.Index(levels[name])
+                self._level_maps[key] = (cat.categories, trained.get_indexer(cat.categories))
+            _, remap = self._level_maps[key]
+            codes = np.asarray(cat.codes, dtype=np.int64)
+            mapped = np.where(codes >= 0, remap[np.maximum(codes, 0)], -1)
+            matrix[:, j] = np.where(mapped >= 0, mapped, np.nan)
+        return np.asarray(self.booster.predict(matrix), dtype=np.float64)
+
+    def _features(self, query: pd.DataFrame, seeds: dict[str, np.ndarray] | None) -> Features:
         """Features of query rows with the model's groups, checked against the model's columns."""
         audio = AUDIO_GROUP in self.groups
         feats = build_features(

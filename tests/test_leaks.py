@@ -16,7 +16,7 @@ import pytest
 from test_features import tiny_world
 
 from ranking.data import KKBoxData, load_kkbox
-from ranking.features import FEATURE_GROUPS, build_features
+from ranking.features import AUDIO_GROUP, FEATURE_GROUPS, SongVectors, build_features
 from ranking.train import TrainConfig, train_ranker
 
 VALID_FRAC = 0.2
@@ -63,15 +63,27 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> KKBoxData:
     return load_kkbox(tiny_world(tmp_path_factory), show_progress=False)
 
 
+@pytest.fixture(scope="module")
+def vectors(data: KKBoxData) -> SongVectors:
+    """Random song vectors for the groups that read audio; a few songs have none."""
+    rng = np.random.default_rng(0)
+    n_songs = len(data.song_ids)
+    rows = np.where(rng.random(n_songs) < 0.05, -1, np.arange(n_songs))
+    return SongVectors(rng.normal(size=(n_songs, 8)).astype(np.float32), rows)
+
+
 def test_there_is_a_label_derived_group() -> None:
     assert "target_stats" in LABEL_GROUPS
+    assert AUDIO_GROUP in LABEL_GROUPS
 
 
 @pytest.mark.parametrize("group", LABEL_GROUPS)
-def test_own_label_never_reaches_own_features(data: KKBoxData, group: str) -> None:
+def test_own_label_never_reaches_own_features(
+    data: KKBoxData, vectors: SongVectors, group: str
+) -> None:
     n_train = len(data.train)
     fit_mask = np.arange(n_train) < int(0.8 * n_train)
-    base = build_features(data, fit_mask=fit_mask, groups=[group]).X
+    base = build_features(data, fit_mask=fit_mask, groups=[group], song_vectors=vectors).X
     columns = [c for c in base.columns if not isinstance(base[c].dtype, pd.CategoricalDtype)]
 
     # flip a few fitting rows, one at a time: early, middle and late in the fitting range
@@ -79,7 +91,7 @@ def test_own_label_never_reaches_own_features(data: KKBoxData, group: str) -> No
         train = data.train.copy()
         train.loc[row, "target"] = np.int8(1 - int(train.loc[row, "target"]))
         flipped = KKBoxData(**{**data.__dict__, "train": train})
-        again = build_features(flipped, fit_mask=fit_mask, groups=[group]).X
+        again = build_features(flipped, fit_mask=fit_mask, groups=[group], song_vectors=vectors).X
 
         # the row itself: unchanged in every column
         mine = base.loc[row, columns].to_numpy(dtype=np.float64)
@@ -92,3 +104,26 @@ def test_own_label_never_reaches_own_features(data: KKBoxData, group: str) -> No
             equal_nan=True,
         )
         assert moved.any(), f"flipping row {row} changed no feature of group {group}"
+
+
+def test_audio_feature_ignores_own_label(data: KKBoxData, vectors: SongVectors) -> None:
+    """Flipping a fitting row's label leaves its audio cosines alone and moves its user's others."""
+    n_train = len(data.train)
+    fit_mask = np.arange(n_train) < int(0.8 * n_train)
+    base = build_features(data, fit_mask=fit_mask, groups=[AUDIO_GROUP], song_vectors=vectors).X
+
+    # a fitting row whose song has a vector, its label flipped
+    song = data.train["song_id"].cat.codes.to_numpy()
+    row = int(np.flatnonzero(fit_mask & (vectors.rows[song] >= 0))[10])
+    train = data.train.copy()
+    train.loc[row, "target"] = np.int8(1 - int(train.loc[row, "target"]))
+    flipped = KKBoxData(**{**data.__dict__, "train": train})
+    again = build_features(flipped, fit_mask=fit_mask, groups=[AUDIO_GROUP], song_vectors=vectors).X
+
+    # unchanged for the row itself, changed for some other row of the same user
+    assert np.isfinite(base.loc[row].to_numpy(dtype=np.float64)).all()
+    pd.testing.assert_series_equal(base.loc[row], again.loc[row])
+    user = data.train["msno"].cat.codes.to_numpy()
+    same_user = np.flatnonzero(user == user[row])
+    moved = ~np.isclose(base.loc[same_user], again.loc[same_user], equal_nan=True)
+    assert moved.any(), "flipping the label moved no other row of the user: the test is blind"

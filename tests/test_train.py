@@ -160,3 +160,50 @@ def test_train_on_the_real_sample(shared_dir: Path, tmp_path: Path) -> None:
     metrics = json.loads((tmp_path / METRICS_FILE).read_text())
     assert metrics["valid_auc"] > 0.6 and metrics["starter_auc"] > 0.5
     assert metrics["oracle_auc"] is None and metrics["lift_ratio"] is None
+
+
+def test_index_adds_audio_ablation_and_profiles(tmp_path_factory: pytest.TempPathFactory) -> None:
+    from test_recommend import model_with_index
+
+    from ranking.cli import _summary
+    from ranking.train import PROFILE_USERS_FILE, PROFILES_FILE
+
+    _, model = model_with_index(tmp_path_factory)
+    metrics = json.loads((model / METRICS_FILE).read_text())
+    meta = json.loads((model / META_FILE).read_text())
+
+    # the ablation: both AUCs, on the same validation rows
+    assert set(metrics["ablation"]) == {"with_audio", "without_audio"}
+    assert metrics["ablation"]["with_audio"] == metrics["valid_auc"]
+    assert 0.5 < metrics["ablation"]["without_audio"] < 1.0
+    assert "audio: valid AUC with / without" in _summary(metrics)
+    assert 0.9 < metrics["audio_coverage"] <= 1.0
+
+    # the audio columns, the index and the serving profiles
+    assert "audio" in meta["groups"] and {"audio_cos", "audio_cos_centered"} <= set(
+        meta["features"]
+    )
+    assert Path(meta["index_dir"]).is_dir() and len(meta["store_fingerprint"]) == 16
+    profiles = np.load(model / PROFILES_FILE)
+    users = json.loads((model / PROFILE_USERS_FILE).read_text())
+    assert profiles.shape[0] == len(users) > 100 and np.isfinite(profiles).all()
+
+
+def test_audio_group_needs_an_index(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        train_main([str(tmp_path), "--out", str(tmp_path / "m"), "--groups", "counts", "audio"])
+    assert exit_info.value.code == 2
+    assert "--index" in capsys.readouterr().err
+
+
+def test_submission_of_an_audio_model(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    from test_recommend import model_with_index
+
+    world, model = model_with_index(tmp_path_factory)
+    out = tmp_path / "submission.csv"
+    assert rank_main(["--model", str(model), "--submission", str(out)]) == 0
+    submission = pd.read_csv(out)
+    assert len(submission) == len(pd.read_csv(world / "test.csv"))
+    assert submission["target"].between(0, 1).all()
