@@ -4,7 +4,9 @@
 it. The world is cut at the end of the fitting rows (train minus the last ``valid_frac``, the
 split of ``train-ranker``): a held-out ranker is trained there, with the model's groups, options
 and early-stopped rounds, and the recommender's features, taste profiles, factors and exclusions
-come from those rows alone. Neither the validation labels nor the validation plays reach it.
+come from those rows alone. Neither the validation labels nor the validation plays reach it; the
+one thing taken from the tail is the number of boosting rounds, which early stopping chose on it
+during training (as for any validation score).
 
 Then, on the validation rows:
 
