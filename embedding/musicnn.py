@@ -45,7 +45,7 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 
 @dataclass(frozen=True)
 class MusicnnConfig:
-    """Sizes of the log-mel front end and of the network (MSD_musicnn and MTT_musicnn share them)."""
+    """Sizes of the log-mel front end and of the network (the MSD and MTT models share them)."""
 
     sample_rate: int = 16000
     n_fft: int = 512
@@ -83,7 +83,7 @@ class MusicnnConfig:
 
     @property
     def window_samples(self) -> int:
-        """Samples that a patch's 187 STFT frames read (48,128): the patch plus n_fft/2 each side."""
+        """Samples read by a patch's 187 STFT frames (48,128): the patch plus n_fft/2 each side."""
         return (self.n_frames - 1) * self.hop_length + self.n_fft
 
 

@@ -102,7 +102,7 @@ class SongVectors:
 
     @cached_property
     def centered(self) -> np.ndarray:
-        """The vectors minus their mean over all rows, float32 in memory (``n_vectors * dim * 4`` bytes)."""
+        """The vectors minus their mean over all rows, float32 in memory (n_vectors * dim * 4 bytes)."""
         # the mean a few thousand rows at a time, so a memory map is read once
         total = np.zeros(self.dim, dtype=np.float64)
         for start in range(0, self.vectors.shape[0], 16_384):
@@ -363,7 +363,7 @@ class FeatureContext:
         return index
 
     def song_codes(self, kind: str) -> np.ndarray:
-        """Per-song code table (one per ``data.songs`` row) of ``artist``, ``genre``, ``language``."""
+        """Per-song code table (one per ``data.songs`` row) of artist, genre and language."""
         return self.fitted(("song_codes", kind), lambda: _song_level_codes(self.data.songs, kind))
 
     def song_attr(self, codes: np.ndarray) -> np.ndarray:
@@ -466,7 +466,7 @@ class FeatureContext:
         return np.where(keys == -1, np.nan, so_far).astype(np.float32)
 
     def rate(self, *kinds: str) -> np.ndarray:
-        """Leak-free smoothed replay rate of every row's tuple of ``kinds`` (see ``target_rate``)."""
+        """Leak-free smoothed replay rate of each row's tuple of ``kinds`` (see target_rate)."""
         if self.folds is None or self.labels is None:
             raise InputError(
                 "replay rates need labels and folds: build them through build_features"
@@ -1277,7 +1277,7 @@ def build_features(
 
 
 def _assemble(groups: list[Columns], n_rows: int) -> Features:
-    """The groups' columns in one frame, numbers as float32 (one construction: fast for few rows)."""
+    """The groups' columns in one frame, numbers as float32 (built once: fast for few rows)."""
     columns: dict[str, Any] = {}
     categorical = []
     for group in groups:
