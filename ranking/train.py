@@ -33,6 +33,7 @@ import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -408,18 +409,18 @@ def train_ranker(
 
     # features with statistics from the fitting rows only
     mark = time.perf_counter()
-    cache: dict[str, pd.DataFrame] = {}
-    feats = build_features(
+    features_for = partial(
+        build_features,
         data,
-        fit_mask=np.arange(n_train) < n_fit,
         groups=config.groups,
         n_folds=config.n_folds,
         max_categories=config.max_categories,
         svd_rank=config.svd_rank,
         seed=config.seed,
-        cache=cache,
+        cache={},  # label-free groups are built once and reused by the refit
         song_vectors=vectors,
     )
+    feats = features_for(fit_mask=np.arange(n_train) < n_fit)
     stages["features"] = time.perf_counter() - mark
     logger.info("features: %d columns in %.1f s", len(feats.feature_names), stages["features"])
 
@@ -490,17 +491,7 @@ def train_ranker(
     if config.refit and n_test > 0:
         del feats
         rounds = max(1, int(round(best * n_train / n_fit)))
-        full = build_features(
-            data,
-            fit_mask=np.ones(n_train, dtype=bool),
-            groups=config.groups,
-            n_folds=config.n_folds,
-            max_categories=config.max_categories,
-            svd_rank=config.svd_rank,
-            seed=config.seed,
-            cache=cache,
-            song_vectors=vectors,
-        )
+        full = features_for(fit_mask=np.ones(n_train, dtype=bool))
         refit = fit_booster(
             full.X.iloc[:n_train],
             y,
