@@ -10,7 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from embedding import musicfm
 from embedding.encoders import embed_song
 from embedding.errors import InputError, WeightsError
 from embedding.musicfm import (
@@ -19,10 +21,13 @@ from embedding.musicfm import (
     HUB_WEIGHTS,
     MusicFM,
     MusicFMConfig,
+    ResBlock2d,
     config_from_state,
     make_musicfm,
     mel_filterbank,
     read_checkpoint,
+    winograd_conv3x3,
+    winograd_weights,
 )
 
 pytestmark = pytest.mark.shared
@@ -266,3 +271,58 @@ def test_dtypes(golden_dir: Path, golden: dict[str, np.ndarray]) -> None:
         state = bf16.hidden_states(torch.from_numpy(golden["odd_wav"]), layer=2)
     assert state.dtype == torch.bfloat16
     assert _max_diff(state, golden["odd_hidden_states"][2]) < 0.25
+
+
+@pytest.mark.parametrize("m", [2, 4])
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 3, 5, 7, 9), (2, 64, 32, 8, 12), (3, 16, 24, 13, 6), (2, 8, 8, 1, 1)],
+    ids=["odd", "even-batch", "mixed-batch", "one-pixel"],
+)
+def test_winograd_conv_equals_the_direct_conv(
+    shape: tuple[int, int, int, int, int], m: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # random kernels and bias, several chunks of tile rows per image
+    monkeypatch.setattr(musicfm, "WINOGRAD_CHUNK_TILES", 4)
+    B, c_in, c_out, H, W = shape
+    gen = torch.Generator().manual_seed(sum(shape))
+    x = torch.randn(B, c_in, H, W, generator=gen)
+    weight = torch.randn(c_out, c_in, 3, 3, generator=gen) / (3 * c_in**0.5)
+    bias = torch.randn(c_out, generator=gen)
+
+    # against F.conv2d, with and without the bias
+    u = winograd_weights(weight, m=m)
+    assert u.shape == ((m + 2) ** 2, c_out, c_in)
+    for b in (bias, None):
+        expected = F.conv2d(x, weight, b, padding=1)
+        got = winograd_conv3x3(x, u, b)
+        assert got.shape == expected.shape
+        assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
+
+
+@pytest.mark.parametrize("c_in", [1, 16], ids=["mel-image", "wide"])
+def test_fast_res_block_equals_the_reference(c_in: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a block wide enough for the Winograd conv, with BatchNorms that do something
+    torch.manual_seed(c_in)
+    block = ResBlock2d(c_in, musicfm.WINOGRAD_MIN_CHANNELS, eps=1e-5).eval()
+    with torch.no_grad():
+        for bn in (block.bn1, block.bn2, block.bn3):
+            assert bn.running_mean is not None and bn.running_var is not None
+            bn.running_mean.uniform_(-0.5, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+    calls: list[tuple[int, ...]] = []
+
+    def spy(x: torch.Tensor, u: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+        calls.append(tuple(x.shape))
+        return winograd_conv3x3(x, u, bias)
+
+    monkeypatch.setattr(musicfm, "winograd_conv3x3", spy)
+
+    # fast and reference paths on an odd-sized batch of two
+    x = torch.randn(2, c_in, 11, 14)
+    with torch.inference_mode():
+        expected = block(x)
+        got = block(x, fast=True)
+    assert calls == [(2, musicfm.WINOGRAD_MIN_CHANNELS, 6, 7)]
+    assert got.shape == expected.shape == (2, musicfm.WINOGRAD_MIN_CHANNELS, 6, 7)
+    assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
