@@ -166,7 +166,10 @@ class EmbeddingStore:
 
     def __repr__(self) -> str:
         encoder = self.meta.get("encoder", "?")
-        return f"EmbeddingStore({str(self.path)!r}, n_songs={len(self)}, dim={self.dim}, encoder={encoder!r})"
+        return (
+            f"EmbeddingStore({str(self.path)!r}, n_songs={len(self)}, dim={self.dim}, "
+            f"encoder={encoder!r})"
+        )
 
 
 def load_store(path: str | Path, *, allow_partial: bool = False) -> EmbeddingStore:
@@ -573,7 +576,8 @@ class StoreWriter:
         differing = config_diff(stored, self.config)
         if differing:
             details = "; ".join(
-                f"{key}: store has {_short(stored.get(key))}, this run {_short(self.config.get(key))}"
+                f"{key}: store has {_short(stored.get(key))}, "
+                f"this run {_short(self.config.get(key))}"
                 for key in differing
             )
             raise MismatchError(

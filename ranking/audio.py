@@ -84,9 +84,9 @@ class AudioIndex:
         store = index.open_store()
         if expect_fingerprint is not None and store.fingerprint != expect_fingerprint:
             raise MismatchError(
-                f"index={str(folder)!r} reads store fingerprint={store.fingerprint!r} but the model "
-                f"was trained with fingerprint={expect_fingerprint!r}; retrain with train-ranker "
-                "--index on this index"
+                f"index={str(folder)!r} reads store fingerprint={store.fingerprint!r} but the "
+                f"model was trained with fingerprint={expect_fingerprint!r}; retrain with "
+                "train-ranker --index on this index"
             )
         logger.info(
             "audio: index %s (%s, %d songs) over store %s (dim %d, fingerprint %s)",

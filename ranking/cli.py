@@ -270,7 +270,10 @@ def _json_item(item: Item) -> dict[str, Any]:
 
 def _items_table(items: Sequence[Item]) -> str:
     """A fixed-width table of recommended items."""
-    header = f"{'rank':>4}  {'song_id':<44}  {'name':<24}  {'artist':<20}  {'score':>6}  {'cosine':>6}  tags"
+    header = (
+        f"{'rank':>4}  {'song_id':<44}  {'name':<24}  {'artist':<20}  {'score':>6}  "
+        f"{'cosine':>6}  tags"
+    )
     lines = [header, "-" * len(header)]
     for rank, item in enumerate(items, start=1):
         cosine = "" if item.cosine is None else f"{item.cosine:.3f}"

@@ -102,7 +102,7 @@ class SongVectors:
 
     @cached_property
     def centered(self) -> np.ndarray:
-        """The vectors minus their mean over all rows, float32 in memory (n_vectors * dim * 4 bytes)."""
+        """The vectors minus their mean over all rows, float32 in memory (n_vectors * dim * 4 B)."""
         # the mean a few thousand rows at a time, so a memory map is read once
         total = np.zeros(self.dim, dtype=np.float64)
         for start in range(0, self.vectors.shape[0], 16_384):
