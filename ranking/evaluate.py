@@ -54,6 +54,7 @@ from .train import (
     TrainConfig,
     auc,
     check_data,
+    feature_options,
     fit_booster,
     lgb_params,
     load_meta,
@@ -138,19 +139,15 @@ def fit_heldout(cut: KKBoxData, meta: dict[str, Any], *, audio_vectors: Any = No
     lightgbm.Booster
     """
     # features of the cut world, labels of all its rows fitted out of fold
-    config = meta["config"]
     feats = build_features(
         cut,
         fit_mask=np.ones(len(cut.train), dtype=bool),
-        groups=meta["groups"],
-        n_folds=config["n_folds"],
-        max_categories=config["max_categories"],
-        svd_rank=config["svd_rank"],
-        seed=config["seed"],
         song_vectors=audio_vectors,
+        **feature_options(meta),
     )
 
     # the rounds early stopping chose on the same rows
+    config = meta["config"]
     train_config = TrainConfig(**{**config, "groups": tuple(config["groups"])})
     return fit_booster(
         feats.X,

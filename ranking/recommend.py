@@ -58,6 +58,7 @@ from .train import (
     PROFILE_USERS_FILE,
     PROFILES_FILE,
     check_data,
+    feature_options,
     load_meta,
     model_audio,
 )
@@ -182,9 +183,8 @@ class Recommender:
         self.vectors = vectors
         self.profiles = profiles
         self.config = config or RecommenderConfig()
-        self.groups: list[str] = list(meta["groups"])
-        self.options = {k: meta["config"][k] for k in ("n_folds", "seed", "max_categories")}
-        self.options["svd_rank"] = meta["config"]["svd_rank"]
+        self.options = feature_options(meta)  # groups, folds, seed, ... of build_features
+        self.groups: list[str] = self.options["groups"]
         self.memo: dict[Any, Any] = {}
         self._level_maps: dict[tuple[str, int], tuple[pd.Index, np.ndarray]] = {}
 
@@ -542,7 +542,6 @@ class Recommender:
         feats = build_features(
             self.data,
             fit_mask=self.fit_mask,
-            groups=self.groups,
             song_vectors=self.vectors if audio else None,
             query=query,
             query_seeds=seeds if audio and seeds else None,

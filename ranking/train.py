@@ -620,6 +620,25 @@ def load_meta(model_dir: str | Path) -> dict[str, Any]:
     return meta
 
 
+def feature_options(meta: dict[str, Any]) -> dict[str, Any]:
+    """The :func:`build_features` options a model was trained with, from its ``meta.json``.
+
+    Parameters
+    ----------
+    meta : dict
+        From :func:`load_meta`.
+
+    Returns
+    -------
+    dict
+        ``groups``, ``n_folds``, ``max_categories``, ``svd_rank`` and ``seed``, to pass as
+        keyword arguments.
+    """
+    config = meta["config"]
+    options = {k: config[k] for k in ("n_folds", "max_categories", "svd_rank", "seed")}
+    return {"groups": list(meta["groups"]), **options}
+
+
 def check_data(meta: dict[str, Any]) -> Path:
     """The data folder a model was trained on, after checking it is unchanged.
 
@@ -707,20 +726,12 @@ def predict_test(model_dir: str | Path, *, show_progress: bool = True) -> pd.Dat
     data = load_kkbox(folder, show_progress=show_progress)
     if data.test is None or len(data.test) == 0:
         raise InputError(f"data_folder={str(folder)!r} has no test rows to rank")
-    config = meta["config"]
 
     # features with statistics from all train rows
     n_train = len(data.train)
     _, vectors = model_audio(meta, data)
     feats = build_features(
-        data,
-        fit_mask=np.ones(n_train, dtype=bool),
-        groups=meta["groups"],
-        n_folds=config["n_folds"],
-        max_categories=config["max_categories"],
-        svd_rank=config["svd_rank"],
-        seed=config["seed"],
-        song_vectors=vectors,
+        data, fit_mask=np.ones(n_train, dtype=bool), song_vectors=vectors, **feature_options(meta)
     )
     if feats.feature_names != meta["features"]:
         raise MismatchError(
