@@ -330,7 +330,7 @@ def rank_main(argv: Sequence[str] | None = None) -> int:
     --------
     >>> rank_main(["--model", "models/ranker", "--submission", "submission.csv"])  # doctest: +SKIP
     >>> rank_main(["--model", "models/demo", "--user", "MSNO", "-k", "10"])  # doctest: +SKIP
-    >>> rank_main(["--model", "models/demo", "--evaluate", "--report", "reports/demo"])  # doctest: +SKIP
+    >>> rank_main(["--model", "models/demo", "--evaluate", "--report", "out"])  # doctest: +SKIP
     """
     # parse, then run the one mode given
     args = _rank_parser().parse_args(argv)

@@ -230,7 +230,8 @@ class Recommender:
         Examples
         --------
         >>> rec = Recommender.load("models/ranker")  # doctest: +SKIP
-        >>> [item.song_id for item in rec.recommend("XQxgAYj3klVKjR3oxPPXYYFp4soD4TuBghkhMTD4oTw=")]  # doctest: +SKIP
+        >>> user = "XQxgAYj3klVKjR3oxPPXYYFp4soD4TuBghkhMTD4oTw="
+        >>> [item.song_id for item in rec.recommend(user)]  # doctest: +SKIP
         """
         # the model, its data and its audio
         model_dir = Path(model_dir)

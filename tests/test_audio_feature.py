@@ -1,4 +1,4 @@
-"""Tests of the audio feature group and the index loading of the ranker (ranking.features, ranking.audio)."""
+"""Tests of the ranker's audio feature group and index loading (ranking.features, ranking.audio)."""
 
 from __future__ import annotations
 
