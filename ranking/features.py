@@ -20,10 +20,11 @@ target_stats   yes    smoothed replay rates of user, song, artist, genre and the
 cf             no     truncated-SVD factors of user-song and user-artist occurrences: the
                       user-item dot products and the cosine of the song against the user's
                       earlier songs
-audio          yes    cosine between the song's audio vector and the user's taste profile (the
-                      mean of the unit vectors of the songs the user replayed), out of fold,
-                      with the vectors as stored and centred; needs song vectors, so it is not
-                      a default group
+audio          yes    the song's audio against the user's taste profile (the mean of the unit
+                      vectors of the songs the user replayed): the cosine scaled by the
+                      profile's norm, and the dot with the replayed minus the once-played
+                      songs' profile, centred vectors, out of fold; needs song vectors, so it
+                      is not a default group
 =============  =====  =====================================================================
 
 Query rows. Besides the observed rows (train, then test), :func:`build_features` can describe
@@ -51,7 +52,7 @@ import scipy.sparse as sp
 from sklearn.utils.extmath import randomized_svd
 
 from embedding.errors import InputError, MismatchError
-from retrieval.profiles import cosine, mean_profiles
+from retrieval.profiles import mean_profiles, profile_dot
 
 from ._log import logger
 from .data import KKBoxData, clean_age
@@ -976,7 +977,7 @@ def _row_cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def taste_profiles(
-    ctx: FeatureContext, rows: np.ndarray | None = None, *, space: str = "raw"
+    ctx: FeatureContext, rows: np.ndarray | None = None, *, space: str = "raw", label: int = 1
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every user's taste profile: the mean unit vector of the songs they replayed in ``rows``.
 
@@ -989,11 +990,13 @@ def taste_profiles(
     space : str, optional (default="raw")
         ``raw`` for the vectors as stored, ``centered`` for them minus their mean
         (:attr:`SongVectors.centered`).
+    label : int, optional (default=1)
+        Whose songs: 1 for the replayed ones (the taste profile), 0 for those played once.
 
     Returns
     -------
     profiles : ndarray [shape=(n_users, dim), dtype=float32]
-        Profile by user code, NaN rows for users without a replayed song that has a vector.
+        Profile by user code, NaN rows for users without such a song that has a vector.
     has_profile : ndarray [shape=(n_users,), dtype=bool]
 
     Raises
@@ -1001,19 +1004,19 @@ def taste_profiles(
     InputError
         If the context has no song vectors or no labels.
     """
-    # the replayed rows among those allowed
+    # the rows of that label among those allowed
     vectors = _require_vectors(ctx)
     if ctx.labels is None or (rows is None and ctx.folds is None):
         raise InputError("taste profiles need labels and folds: build them through build_features")
     if rows is None:
         assert ctx.folds is not None
         rows = ctx.folds.fit_rows()
-    positive = rows[ctx.labels[rows] == 1]
+    chosen = rows[ctx.labels[rows] == label]
 
-    # mean of the unit vectors of each user's distinct replayed songs
-    song_rows = _take(vectors.rows, ctx.observed("song")[positive], -1).astype(np.int64)
+    # mean of the unit vectors of each user's distinct songs of that label
+    song_rows = _take(vectors.rows, ctx.observed("song")[chosen], -1).astype(np.int64)
     return mean_profiles(
-        ctx.observed("user")[positive], song_rows, len(ctx.data.user_ids), vectors.space(space)
+        ctx.observed("user")[chosen], song_rows, len(ctx.data.user_ids), vectors.space(space)
     )
 
 
@@ -1049,53 +1052,85 @@ def _require_vectors(ctx: FeatureContext) -> SongVectors:
     return ctx.song_vectors
 
 
-# audio columns and the vector space of each
-AUDIO_COLUMNS = {"audio_cos": "raw", "audio_cos_centered": "centered"}
+# the audio columns: each is a user-side vector dotted with the song's unit vector, both in the
+# centred space (the vectors minus their mean, so the component every song shares drops out)
+AUDIO_COLUMNS = {
+    "audio_dot": "taste profile (mean unit vector of the replayed songs)",
+    "audio_contrast": "taste profile minus the profile of the songs played only once",
+}
+AUDIO_SPACE = "centered"
 
 
 @register_group(AUDIO_GROUP, label_derived=True)
 def _audio(ctx: FeatureContext) -> Columns:
-    """Cosine of the song's audio with the user's profile of replayed songs, out of fold.
+    """How a song's audio sits with the user's taste profile, out of fold.
 
-    Two columns: ``audio_cos`` in the space of the stored vectors (the space of the index), and
-    ``audio_cos_centered`` with the vectors centred first, which removes the component all
-    songs share and leaves the directions in which songs differ.
+    ``audio_dot`` is the cosine between the song and the user's taste profile scaled by the
+    profile's norm, which is near 1 for a user whose replays sound alike and small for a user
+    who replays everything; ``audio_contrast`` dots the song with the replayed songs' profile
+    minus the once-played songs' profile, the direction in which the user's replays differ from
+    the rest of what they play. Both are missing when the song has no vector or the user lacks
+    the songs a profile needs.
     """
     vectors = _require_vectors(ctx)
     if ctx.folds is None or ctx.labels is None:
         raise InputError("the audio group needs labels and folds: build it through build_features")
     user = ctx.user
     song_rows = _take(vectors.rows, ctx.song, -1).astype(np.int64)
-    out: Columns = {}
-    for name, space in AUDIO_COLUMNS.items():
-        space_vectors = vectors.space(space)
+    space = vectors.space(AUDIO_SPACE)
 
-        # observed rows: profiles from the other folds' replays (fitting rows) or all (others)
-        if ctx.query is None:
+    def score(liked: Profiles, other: Profiles, users: np.ndarray, songs: np.ndarray) -> np.ndarray:
+        """Both columns for rows of these user indices (into the profiles) and song rows."""
+        both = liked.has & other.has
+        contrast = np.where(both[:, None], liked.vectors - other.vectors, 0.0)
+        return np.c_[
+            profile_dot(liked.vectors, liked.has, users, space, songs),
+            profile_dot(contrast, both, users, space, songs),
+        ]
 
-            def fit(rows: np.ndarray, space: str = space) -> Applier:
-                profiles, has = taste_profiles(ctx, rows, space=space)
-                return lambda target: cosine(
-                    profiles, has, user[target], vectors.space(space), song_rows[target]
-                )
+    # observed rows: profiles from the other folds' rows (fitting rows) or all of them (others)
+    if ctx.query is None:
 
-            out[name] = out_of_fold(fit, ctx.folds)[:, 0]
-            continue
+        def fit(rows: np.ndarray) -> Applier:
+            liked = Profiles(*taste_profiles(ctx, rows, space=AUDIO_SPACE))
+            other = Profiles(*taste_profiles(ctx, rows, space=AUDIO_SPACE, label=0))
+            return lambda target: score(liked, other, user[target], song_rows[target])
 
-        # query rows: profiles from all fitting rows, or from the user's seed songs
-        profiles, has = ctx.fitted(
-            ("audio_profiles", space), partial(taste_profiles, ctx, None, space=space)
-        )
-        per_row = _take_rows(profiles, user).astype(np.float32)
-        valid = _take(has, user, False).astype(bool)
-        for msno, seeds in (ctx.query_seeds or {}).items():
-            mine = (ctx.query["msno"].astype(object) == msno).to_numpy()
-            per_row[mine] = seed_profile(vectors, seeds, space=space)
-            valid[mine] = bool(np.isfinite(per_row[mine]).all()) if mine.any() else False
-        per_row[~valid] = 0.0
-        index = np.arange(len(user))
-        out[name] = cosine(per_row, valid, index, space_vectors, song_rows)
-    return out
+        cols = out_of_fold(fit, ctx.folds, n_cols=len(AUDIO_COLUMNS))
+        return {name: cols[:, i] for i, name in enumerate(AUDIO_COLUMNS)}
+
+    # query rows: profiles from all fitting rows, or the seed songs' profile (which has no
+    # once-played songs, so no contrast)
+    liked, other = (
+        Profiles(
+            *ctx.fitted(
+                ("audio_profiles", label),
+                partial(taste_profiles, ctx, None, space=AUDIO_SPACE, label=label),
+            )
+        ).rows_of(user)
+        for label in (1, 0)
+    )
+    for msno, seeds in (ctx.query_seeds or {}).items():
+        mine = (ctx.query["msno"].astype(object) == msno).to_numpy()
+        liked.vectors[mine] = seed_profile(vectors, seeds, space=AUDIO_SPACE)
+        liked.has[mine] = bool(np.isfinite(liked.vectors[mine]).all()) if mine.any() else False
+        other.has[mine] = False
+    cols = score(liked, other, np.arange(len(user)), song_rows)
+    return {name: cols[:, i] for i, name in enumerate(AUDIO_COLUMNS)}
+
+
+class Profiles(NamedTuple):
+    """Profile vectors and which of them exist (from :func:`taste_profiles`)."""
+
+    vectors: np.ndarray
+    has: np.ndarray
+
+    def rows_of(self, index: np.ndarray) -> Profiles:
+        """One writable profile per entry of ``index`` (codes past the end have none)."""
+        has = _take(self.has, index, False).astype(bool)
+        rows = _take_rows(self.vectors, index).astype(np.float32)
+        rows[~has] = 0.0
+        return Profiles(rows, has)
 
 
 def row_labels(data: KKBoxData) -> np.ndarray:

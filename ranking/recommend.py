@@ -36,6 +36,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from embedding.errors import InputError, MismatchError
+from retrieval.profiles import cosine
 
 from ._log import logger
 from .audio import AudioIndex
@@ -485,11 +486,16 @@ class Recommender:
             return [_empty_ranked() for _ in user_ids]
         feats = self._features(self._query(user_ids, codes, candidates), seeds)
         scores = self._predict(feats)
-        cosines = (
-            feats.X["audio_cos"].to_numpy(dtype=np.float64)
-            if "audio_cos" in feats.X.columns
-            else np.full(len(scores), np.nan)
-        )
+        cosines = np.full(len(scores), np.nan)
+        if self.vectors is not None:
+            # the cosine shown beside each song: the retrieval profile against its vector
+            owner = np.repeat(np.arange(len(user_ids)), sizes)
+            song_rows = self.vectors.rows[np.concatenate(candidates)]
+            has = np.asarray(np.isfinite(per_user).all(axis=1))
+            profiles = np.where(has[:, None], per_user, 0.0)
+            cosines = cosine(profiles, has, owner, self.vectors.vectors, song_rows).astype(
+                np.float64
+            )
 
         # the best k of each user
         out = []

@@ -437,7 +437,7 @@ def train_ranker(
     audio_coverage = None
     if audio is not None:
         audio_columns = [c for c in feats.feature_names if c.startswith("audio_")]
-        audio_coverage = float(np.isfinite(feats.X["audio_cos"].to_numpy()[:n_train]).mean())
+        audio_coverage = float(np.isfinite(feats.X["audio_dot"].to_numpy()[:n_train]).mean())
         kept = [c for c in feats.feature_names if c not in audio_columns]
         _, _, without_auc = _fit_valid(
             feats.X[kept], y, n_fit, [c for c in feats.categorical_names if c in kept], config

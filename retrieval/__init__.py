@@ -4,14 +4,15 @@
   played songs, save/load checked against the embedding store), :func:`build_index`,
   :func:`build_index_from_store`, :func:`read_meta`
 - :mod:`retrieval.profiles` — :func:`l2_normalize`, :func:`mean_profiles` (a user's taste as the
-  mean of their songs' unit vectors) and row-wise :func:`cosine` with missing values kept missing
+  mean of their songs' unit vectors), row-wise :func:`cosine` and :func:`profile_dot` (the
+  profile as it is against the song's unit vector), with missing values kept missing
 - :mod:`retrieval.cli` — the ``build-index`` command
 """
 
 from __future__ import annotations
 
 from .index import SongIndex, build_index, build_index_from_store, read_meta
-from .profiles import cosine, l2_normalize, mean_profiles
+from .profiles import cosine, l2_normalize, mean_profiles, profile_dot
 
 __all__ = [
     "SongIndex",
@@ -20,5 +21,6 @@ __all__ = [
     "cosine",
     "l2_normalize",
     "mean_profiles",
+    "profile_dot",
     "read_meta",
 ]

@@ -1,4 +1,4 @@
-"""User taste profiles built from song vectors, and row-wise cosine scoring against them.
+"""User taste profiles built from song vectors, and row-wise scoring of songs against them.
 
 A user's profile is the mean of the L2-normalised vectors of the songs given for that user (for
 instance the songs they replayed). Users with no usable song get no profile: their row holds NaN
@@ -194,6 +194,87 @@ def cosine(
     InputError
         If shapes disagree or ``chunk_rows`` < 1.
     """
+    scores = _score_rows(
+        profiles,
+        has_profile,
+        user_idx,
+        song_vectors,
+        song_rows,
+        unit_profiles=True,
+        chunk=chunk_rows,
+    )
+    return np.clip(scores, -1.0, 1.0)
+
+
+def profile_dot(
+    profiles: np.ndarray,
+    has_profile: np.ndarray,
+    user_idx: np.ndarray,
+    song_vectors: np.ndarray,
+    song_rows: np.ndarray,
+    *,
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
+) -> np.ndarray:
+    """Dot product of each row's user profile, as it is, with the song's unit vector.
+
+    For a profile from :func:`mean_profiles` this is the cosine scaled by the profile's norm:
+    close to the cosine for a user whose songs all sound alike, shrunk towards zero for a user
+    whose songs point every way. Unlike :func:`cosine` it also accepts profiles that are not
+    means, such as the difference of two profiles.
+
+    Parameters
+    ----------
+    profiles : np.ndarray [shape=(n_users, dim)]
+        One profile per user; rows of users without one are ignored.
+    has_profile : np.ndarray [shape=(n_users,)], bool
+        True where the user has a profile.
+    user_idx : np.ndarray [shape=(n_rows,)], int
+        User of each row.
+    song_vectors : np.ndarray [shape=(n_songs, dim)]
+        Song vectors (a memmap is fine); normalised before the product.
+    song_rows : np.ndarray [shape=(n_rows,)], int
+        Row of each row's song in ``song_vectors``; negative where the song has no vector.
+    chunk_rows : int, optional (default=16384)
+        Rows scored per step.
+
+    Returns
+    -------
+    np.ndarray [shape=(n_rows,)], float32
+        NaN where the user has no profile, the song has no vector, or either is all zero.
+
+    Raises
+    ------
+    InputError
+        If shapes disagree or ``chunk_rows`` < 1.
+
+    Examples
+    --------
+    >>> prof, has = mean_profiles(np.array([0, 0]), np.array([0, 1]), 1, np.eye(2))
+    >>> float(profile_dot(prof, has, np.array([0]), np.eye(2), np.array([0]))[0])
+    0.5
+    """
+    return _score_rows(
+        profiles,
+        has_profile,
+        user_idx,
+        song_vectors,
+        song_rows,
+        unit_profiles=False,
+        chunk=chunk_rows,
+    )
+
+
+def _score_rows(
+    profiles: np.ndarray,
+    has_profile: np.ndarray,
+    user_idx: np.ndarray,
+    song_vectors: np.ndarray,
+    song_rows: np.ndarray,
+    *,
+    unit_profiles: bool,
+    chunk: int,
+) -> np.ndarray:
+    """Row-wise product of profile and unit song vector; the profile normalised or not."""
     # validate the inputs
     user_idx, song_rows = _check_pairs(user_idx, song_rows)
     if profiles.ndim != 2 or song_vectors.ndim != 2 or profiles.shape[1] != song_vectors.shape[1]:
@@ -205,21 +286,22 @@ def cosine(
         raise InputError(
             f"has_profile must have shape ({profiles.shape[0]},); got {has_profile.shape}"
         )
-    if chunk_rows < 1:
-        raise InputError(f"chunk_rows must be >= 1; got chunk_rows={chunk_rows}")
+    if chunk < 1:
+        raise InputError(f"chunk_rows must be >= 1; got chunk_rows={chunk}")
 
     # rows with both sides present
     out = np.full(len(user_idx), np.nan, dtype=np.float32)
     valid = (song_rows >= 0) & has_profile[user_idx]
     where = np.flatnonzero(valid)
 
-    # score the valid rows chunk by chunk, normalising both sides
-    for start in range(0, len(where), chunk_rows):
-        sel = where[start : start + chunk_rows]
-        p = l2_normalize(profiles[user_idx[sel]])
+    # score the valid rows chunk by chunk
+    for start in range(0, len(where), chunk):
+        sel = where[start : start + chunk]
+        p = np.asarray(profiles[user_idx[sel]], dtype=np.float32)
+        if unit_profiles:
+            p = l2_normalize(p)
         v = l2_normalize(np.asarray(song_vectors[song_rows[sel]]))
         dots = np.einsum("ij,ij->i", p, v)
-        zero = ~(p.any(axis=1) & v.any(axis=1))
-        dots[zero] = np.nan
-        out[sel] = np.clip(dots, -1.0, 1.0)
+        dots[~(p.any(axis=1) & v.any(axis=1))] = np.nan
+        out[sel] = dots
     return out

@@ -126,25 +126,29 @@ def test_missing_vectors_give_nan_not_zero(data: KKBoxData, fit_mask: np.ndarray
     never = np.setdiff1d(np.unique(user), replayed)
     assert never.size, "the tiny world should hold users without a replay in the fitting rows"
     test_rows = np.isin(user, never) & (np.arange(user.size) >= len(data.train))
-    assert X.loc[test_rows, "audio_cos"].isna().all()
+    assert X.loc[test_rows].isna().all().all()
 
-    # everyone else gets a cosine in [-1, 1]
-    known = X["audio_cos"].dropna()
+    # everyone else gets a dot in [-1, 1] (a mean of unit vectors against a unit vector)
+    known = X["audio_dot"].dropna()
     assert len(known) > 0.8 * len(X) and known.between(-1, 1).all()
-    assert (X["audio_cos"] != 0).all()
+    assert (X["audio_dot"] != 0).all()
+
+    # the contrast needs both replayed and once-played songs, so it is missing more often
+    assert X["audio_contrast"].notna().sum() <= X["audio_dot"].notna().sum()
 
 
-def test_audio_cosine_separates_replays(
+def test_audio_columns_separate_replays(
     data: KKBoxData, audio: AudioIndex, fit_mask: np.ndarray
 ) -> None:
     vectors = audio.song_vectors(data)
     X = build_features(data, fit_mask=fit_mask, groups=[AUDIO_GROUP], song_vectors=vectors).X
     y = data.train["target"].to_numpy()
     valid = ~fit_mask
-    cos = X["audio_cos_centered"].to_numpy()[: len(y)]
-    replayed = np.nanmean(cos[valid & (y == 1)])
-    skipped = np.nanmean(cos[valid & (y == 0)])
-    assert replayed > skipped + 0.01
+    for column in AUDIO_COLUMNS:
+        score = X[column].to_numpy()[: len(y)]
+        replayed = np.nanmean(score[valid & (y == 1)])
+        skipped = np.nanmean(score[valid & (y == 0)])
+        assert replayed > skipped + 0.01, column
 
 
 def test_query_rows_match_an_appended_row(data: KKBoxData, audio: AudioIndex) -> None:
@@ -204,8 +208,9 @@ def test_seed_songs_replace_the_profile(data: KKBoxData, audio: AudioIndex) -> N
         query_seeds={"nobody": songs[:1]},
         memo=memo,
     ).X
-    assert seeded["audio_cos"].iloc[0] == pytest.approx(1.0, abs=1e-5)
-    assert seeded["audio_cos"].notna().all()
+    assert seeded["audio_dot"].iloc[0] == pytest.approx(1.0, abs=1e-5)  # the seed itself
+    assert seeded["audio_dot"].notna().all()
+    assert seeded["audio_contrast"].isna().all()  # seeds say nothing of what was played once
 
 
 def test_index_of_another_store_is_refused(world: Path, audio: AudioIndex, tmp_path: Path) -> None:

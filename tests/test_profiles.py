@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from embedding.errors import InputError
-from retrieval.profiles import cosine, l2_normalize, mean_profiles
+from retrieval.profiles import cosine, l2_normalize, mean_profiles, profile_dot
 
 
 def test_l2_normalize_gives_unit_rows_and_keeps_zero_rows(rng):
@@ -75,6 +75,30 @@ def test_cosine_of_all_zero_vector_is_missing():
     got = cosine(profiles, has, np.array([0, 0]), vectors, np.array([0, 1]))
     assert got[0] == pytest.approx(1.0)
     assert np.isnan(got[1])
+
+
+def test_profile_dot_is_the_cosine_scaled_by_the_profile_norm(rng):
+    vectors = rng.standard_normal((6, 8)).astype(np.float32)
+    profiles, has = mean_profiles(np.array([0, 0, 0, 2]), np.array([0, 1, 2, 5]), 3, vectors)
+    user_idx = np.array([0, 1, 2, 0])
+    song_rows = np.array([3, 3, 4, -1])
+    dot = profile_dot(profiles, has, user_idx, vectors, song_rows, chunk_rows=1)
+    cos = cosine(profiles, has, user_idx, vectors, song_rows)
+
+    # a varied taste has a short profile, so its dot is smaller than its cosine in magnitude
+    norm = float(np.linalg.norm(profiles[0]))
+    assert norm < 0.9
+    assert dot[0] == pytest.approx(cos[0] * norm, abs=1e-6)
+    assert dot[2] == pytest.approx(cos[2], abs=1e-6)  # one song: a unit profile
+    assert np.isnan(dot[1]) and np.isnan(dot[3])
+
+
+def test_profile_dot_scores_a_difference_of_profiles():
+    vectors = np.array([[1.0, 0.0], [0.0, 1.0], [3.0, -3.0]], dtype=np.float32)
+    liked, _ = mean_profiles(np.array([0]), np.array([0]), 1, vectors)
+    other, _ = mean_profiles(np.array([0]), np.array([1]), 1, vectors)
+    got = profile_dot(liked - other, np.array([True]), np.array([0]), vectors, np.array([2]))
+    assert got[0] == pytest.approx(np.sqrt(2.0), abs=1e-6)
 
 
 def test_bad_inputs_are_refused_with_the_value_named(rng):

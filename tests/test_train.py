@@ -180,9 +180,7 @@ def test_index_adds_audio_ablation_and_profiles(tmp_path_factory: pytest.TempPat
     assert 0.9 < metrics["audio_coverage"] <= 1.0
 
     # the audio columns, the index and the serving profiles
-    assert "audio" in meta["groups"] and {"audio_cos", "audio_cos_centered"} <= set(
-        meta["features"]
-    )
+    assert "audio" in meta["groups"] and {"audio_dot", "audio_contrast"} <= set(meta["features"])
     assert Path(meta["index_dir"]).is_dir() and len(meta["store_fingerprint"]) == 16
     profiles = np.load(model / PROFILES_FILE)
     users = json.loads((model / PROFILE_USERS_FILE).read_text())
