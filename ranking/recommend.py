@@ -133,7 +133,7 @@ class Ranked:
 
     songs: np.ndarray  # song codes, best first
     scores: np.ndarray  # replay probability of each
-    cosines: np.ndarray  # audio cosine of each, NaN where missing
+    cosines: np.ndarray  # cosine of each with the retrieval profile, NaN where missing
     candidates: np.ndarray  # every candidate song code, unranked
     sources: np.ndarray  # bit mask of the stages that proposed each ranked song
 

@@ -18,7 +18,7 @@ rm -rf "$OUT"
 "$bin/embed-audio" --manifest "$OUT/audio/manifest.csv" --out "$OUT/embeddings" --encoder musicnn
 "$bin/build-index" "$OUT/embeddings" --out "$OUT/index"
 
-# the ranker, validated on the last 20 % of train.csv, with and without the audio cosine
+# the ranker, validated on the last 20 % of train.csv, with and without the audio features
 "$bin/train-ranker" "$OUT/data" --index "$OUT/index" --out "$OUT/model"
 
 # a top 10 for the demo user with the most plays, then the evaluation report
