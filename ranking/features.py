@@ -981,6 +981,8 @@ def taste_profiles(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Every user's taste profile: the mean unit vector of the songs they replayed in ``rows``.
 
+    With ``label=0`` the same for the songs they played only once.
+
     Parameters
     ----------
     ctx : FeatureContext
