@@ -491,9 +491,8 @@ class Recommender:
             # the cosine shown beside each song: the retrieval profile against its vector
             owner = np.repeat(np.arange(len(user_ids)), sizes)
             song_rows = self.vectors.rows[np.concatenate(candidates)]
-            has = np.asarray(np.isfinite(per_user).all(axis=1))
-            profiles = np.where(has[:, None], per_user, 0.0)
-            cosines = cosine(profiles, has, owner, self.vectors.vectors, song_rows).astype(
+            has = np.asarray(np.isfinite(per_user).all(axis=1))  # rows without one are not read
+            cosines = cosine(per_user, has, owner, self.vectors.vectors, song_rows).astype(
                 np.float64
             )
 
