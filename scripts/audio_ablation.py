@@ -68,6 +68,17 @@ def true_style_store(world: Path, out: Path) -> None:
 def one_seed(seed: int, vectors: str, folder: Path, scale: str) -> dict[str, Any]:
     """Build one world's chain in ``folder`` (or reuse a finished one) and return its figures.
 
+    Parameters
+    ----------
+    seed : int
+        Seed of the demo world.
+    vectors : str
+        ``musicnn`` (rendered clips through embed-audio) or ``true-style`` (``song_style.csv``).
+    folder : Path
+        The seed's folder: world, ``embeddings``, ``index`` and ``model`` go below it.
+    scale : str
+        Size of the world (``make_demo_world.py --scale``).
+
     Returns
     -------
     dict
