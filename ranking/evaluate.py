@@ -246,8 +246,7 @@ def evaluate(
     n_train = len(data.train)
     n_fit = int(round(n_train * (1.0 - float(meta["config"]["valid_frac"]))))
     cut = cut_to_fitting_rows(data, n_fit)
-    audio, _ = model_audio(meta, data)
-    cut_vectors = None if audio is None else audio.song_vectors(cut)
+    audio, cut_vectors = model_audio(meta, cut)
 
     # a ranker and a recommender that know the fitting rows only
     mark = time.perf_counter()
