@@ -224,18 +224,9 @@ def profile_dot(
 
     Parameters
     ----------
-    profiles : np.ndarray [shape=(n_users, dim)]
-        One profile per user; rows of users without one are ignored.
-    has_profile : np.ndarray [shape=(n_users,)], bool
-        True where the user has a profile.
-    user_idx : np.ndarray [shape=(n_rows,)], int
-        User of each row.
-    song_vectors : np.ndarray [shape=(n_songs, dim)]
-        Song vectors (a memmap is fine); normalised before the product.
-    song_rows : np.ndarray [shape=(n_rows,)], int
-        Row of each row's song in ``song_vectors``; negative where the song has no vector.
-    chunk_rows : int, optional (default=16384)
-        Rows scored per step.
+    profiles, has_profile, user_idx, song_vectors, song_rows, chunk_rows
+        As for :func:`cosine`, except that ``profiles`` may hold any vectors (rows of users
+        without a profile are ignored); only the song vectors are normalised.
 
     Returns
     -------
