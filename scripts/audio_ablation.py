@@ -82,7 +82,7 @@ def one_seed(seed: int, vectors: str, folder: Path, scale: str) -> dict[str, Any
     Returns
     -------
     dict
-        ``seed``, ``with_audio``, ``without_audio``, ``gain``, ``lift_ratio``, ``oracle_auc``.
+        ``seed``, ``with_audio``, ``without_audio``, ``gain`` and ``lift_ratio``.
     """
     # a finished seed is read back; anything else starts afresh
     metrics_path = folder / "model" / "metrics.json"
@@ -113,7 +113,6 @@ def one_seed(seed: int, vectors: str, folder: Path, scale: str) -> dict[str, Any
         "without_audio": ablation["without_audio"],
         "gain": ablation["with_audio"] - ablation["without_audio"],
         "lift_ratio": metrics.get("lift_ratio"),
-        "oracle_auc": metrics.get("oracle_auc"),
     }
 
 
