@@ -16,9 +16,9 @@ from embedding import load_store
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "audio_ablation.py"
 
 
-def _ablation(work: Path) -> subprocess.CompletedProcess[str]:
+def _ablation(work: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, str(SCRIPT), "--scale", "tiny", "--seeds", "0"]
-    cmd += ["--vectors", "true-style", "--work", str(work)]
+    cmd += ["--vectors", "true-style", "--work", str(work), *extra]
     return subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=600)
 
 
@@ -63,3 +63,29 @@ def test_rerun_reuses_finished_seeds(run: tuple[Path, subprocess.CompletedProces
     again = _ablation(work)
     assert again.stdout == first.stdout
     assert "make_demo_world.py" not in again.stderr  # no step of the chain ran again
+
+
+def test_training_seeds_are_averaged_on_the_same_world(
+    run: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    work, _ = run
+    result = _ablation(work, "--train-seeds", "0", "1")
+    folder = work / "true-style-tiny-seed0"
+
+    # the world and the seed-0 model are reused; only the seed-1 ranker is trained
+    assert "make_demo_world.py" not in result.stderr
+    assert result.stderr.count("train-ranker") == 1 and "--seed 1" in result.stderr
+    runs = [
+        json.loads((folder / name / "metrics.json").read_text())["ablation"]
+        for name in ("model", "model-seed1")
+    ]
+    gains = [r["with_audio"] - r["without_audio"] for r in runs]
+
+    # the row holds the means over both training seeds and lists each seed's gain
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].endswith("| gain per training seed |")
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells[1] == f"{np.mean([r['with_audio'] for r in runs]):.4f}"
+    assert cells[2] == f"{np.mean([r['without_audio'] for r in runs]):.4f}"
+    assert cells[3] == f"{np.mean(gains):+.4f}"
+    assert cells[5] == ", ".join(f"{g:+.4f}" for g in gains)
