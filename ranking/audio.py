@@ -21,7 +21,7 @@ from retrieval.index import SongIndex
 
 from ._log import logger
 from .data import KKBoxData
-from .features import SongVectors
+from .features import SongVectors, artist_groups
 
 # below this share of played songs with a vector the audio features say little
 MIN_COVERAGE = 0.5
@@ -110,7 +110,8 @@ class AudioIndex:
         Returns
         -------
         SongVectors
-            Row -1 for songs without a vector.
+            Row -1 for songs without a vector; with the songs' artists, for the ``artist``
+            space of the audio group.
 
         Raises
         ------
@@ -123,7 +124,9 @@ class AudioIndex:
             If fewer than half of the played songs have a vector.
         """
         # align by id
-        vectors = SongVectors.from_ids(data.song_ids, self.store.ids, self.store.vectors)
+        vectors = SongVectors.from_ids(
+            data.song_ids, self.store.ids, self.store.vectors, artists=artist_groups(data)
+        )
         if vectors.n_with_vector == 0:
             raise MismatchError(
                 f"store={str(self.store.path)!r} holds none of the n_songs={len(data.song_ids)} "

@@ -23,8 +23,8 @@ cf             no     truncated-SVD factors of user-song and user-artist occurre
 audio          yes    the song's audio against the user's taste profile (the mean of the unit
                       vectors of the songs the user replayed): the cosine scaled by the
                       profile's norm, and the dot with the replayed minus the once-played
-                      songs' profile, centred vectors, out of fold; needs song vectors, so it
-                      is not a default group
+                      songs' profile, in the artist space of the vectors, out of fold; needs
+                      song vectors, so it is not a default group
 =============  =====  =====================================================================
 
 Query rows. Besides the observed rows (train, then test), :func:`build_features` can describe
@@ -53,6 +53,7 @@ from sklearn.utils.extmath import randomized_svd
 
 from embedding.errors import InputError, MismatchError
 from retrieval.profiles import mean_profiles, profile_dot
+from retrieval.projection import fit_group_projection
 
 from ._log import logger
 from .data import KKBoxData, clean_age
@@ -65,6 +66,12 @@ DEFAULT_GROUPS = ("counts", "member", "song", "isrc", "context", "target_stats",
 AUDIO_GROUP = "audio"
 # smoothing of the target_stats replay rates, in pseudo-rows
 RATE_SMOOTHING = 20.0
+# the artist space of the audio group: directions kept, and the shrinkage of the within-artist
+# scatter (see retrieval.fit_group_projection)
+ARTIST_COMPONENTS = 6
+ARTIST_SHRINKAGE = 0.1
+# the artist credit of compilations, whose songs share no style
+COMPILATION_ARTIST = "Various Artists"
 
 T = TypeVar("T")
 # what a group builder returns: feature name -> one value per row (float array or Categorical)
@@ -96,10 +103,14 @@ class SongVectors:
     rows : ndarray [shape=(n_songs,), dtype=int64]
         Row in ``vectors`` of every song code (``data.song_ids[code]``), -1 for a song without
         a vector.
+    artists : ndarray [shape=(n_songs,), dtype=int64] or None
+        Artist code of every song code (:func:`artist_groups`), -1 for none; the ``artist``
+        space needs them.
     """
 
     vectors: np.ndarray
     rows: np.ndarray
+    artists: np.ndarray | None = None
 
     @cached_property
     def centered(self) -> np.ndarray:
@@ -111,13 +122,44 @@ class SongVectors:
         mean = (total / max(self.vectors.shape[0], 1)).astype(np.float32)
         return np.asarray(self.vectors, dtype=np.float32) - mean
 
+    @cached_property
+    def by_artist(self) -> np.ndarray:
+        """The vectors in the artist space, float32 (n_vectors, ARTIST_COMPONENTS).
+
+        The space of :func:`retrieval.fit_group_projection` with the songs' artists as groups:
+        the few directions in which an artist's songs agree, scaled to unit spread within an
+        artist, where dot products follow style rather than the details of each recording.
+        Without artists, or with fewer than two artists of two songs with a vector, it is the
+        centred space instead (logged).
+        """
+        # the songs with a vector and an artist, one row each
+        codes = np.flatnonzero(self.rows >= 0)
+        groups = None if self.artists is None else self.artists[codes]
+        if groups is not None:
+            try:
+                projection = fit_group_projection(
+                    self.vectors[self.rows[codes]],
+                    groups,
+                    n_components=ARTIST_COMPONENTS,
+                    shrinkage=ARTIST_SHRINKAGE,
+                )
+            except InputError as err:
+                logger.warning("artist space: %s; using the centred space", err)
+            else:
+                return projection.transform(self.vectors)
+        if groups is None:
+            logger.warning("artist space: no artists given; using the centred space")
+        return self.centered
+
     def space(self, name: str) -> np.ndarray:
-        """The vectors as stored (``raw``) or centred (``centered``)."""
+        """The vectors as stored (``raw``), centred (``centered``) or projected (``artist``)."""
         if name == "raw":
             return self.vectors
         if name == "centered":
             return self.centered
-        raise InputError(f"space={name!r}: expected 'raw' or 'centered'")
+        if name == "artist":
+            return self.by_artist
+        raise InputError(f"space={name!r}: expected 'raw', 'centered' or 'artist'")
 
     @property
     def dim(self) -> int:
@@ -131,7 +173,12 @@ class SongVectors:
 
     @classmethod
     def from_ids(
-        cls, song_ids: Sequence[str] | pd.Index, vector_ids: Sequence[str], vectors: np.ndarray
+        cls,
+        song_ids: Sequence[str] | pd.Index,
+        vector_ids: Sequence[str],
+        vectors: np.ndarray,
+        *,
+        artists: np.ndarray | None = None,
     ) -> SongVectors:
         """Align ``vectors`` (one row per id of ``vector_ids``) with the codes of ``song_ids``.
 
@@ -143,13 +190,41 @@ class SongVectors:
             Song id of every row of ``vectors``, e.g. ``EmbeddingStore.ids``.
         vectors : ndarray [shape=(len(vector_ids), dim)]
             The vectors.
+        artists : ndarray [shape=(len(song_ids),), dtype=int] or None, optional (default=None)
+            Artist code of every song code (:func:`artist_groups`), for the ``artist`` space.
 
         Returns
         -------
         SongVectors
         """
         rows = pd.Index(list(vector_ids)).get_indexer(pd.Index(song_ids))
-        return cls(vectors=vectors, rows=rows.astype(np.int64))
+        if artists is not None and np.shape(artists) != rows.shape:
+            raise InputError(
+                f"artists.shape={np.shape(artists)}: expected {rows.shape}, one code per song id"
+            )
+        groups = None if artists is None else np.asarray(artists, dtype=np.int64)
+        return cls(vectors=vectors, rows=rows.astype(np.int64), artists=groups)
+
+
+def artist_groups(data: KKBoxData) -> np.ndarray:
+    """Artist code of every song code of ``data``, for :attr:`SongVectors.artists`.
+
+    Songs without metadata or without an artist get -1, and so do songs credited to
+    :data:`COMPILATION_ARTIST`: a compilation credit groups songs that need not sound alike.
+
+    Parameters
+    ----------
+    data : KKBoxData
+
+    Returns
+    -------
+    ndarray [shape=(len(data.song_ids),), dtype=int64]
+    """
+    names = data.songs["artist_name"].astype(object)
+    codes = _codes(names.where(names != COMPILATION_ARTIST))
+    out = np.full(len(data.song_ids), -1, dtype=np.int64)
+    out[_codes(data.songs["song_id"])] = codes
+    return out
 
 
 @dataclass(frozen=True)
@@ -991,7 +1066,8 @@ def taste_profiles(
         Observed rows whose labels may be read; None takes all fitting rows.
     space : str, optional (default="raw")
         ``raw`` for the vectors as stored, ``centered`` for them minus their mean
-        (:attr:`SongVectors.centered`).
+        (:attr:`SongVectors.centered`), ``artist`` for the artist space
+        (:attr:`SongVectors.by_artist`).
     label : int, optional (default=1)
         Whose songs: 1 for the replayed ones (the taste profile), 0 for those played once.
 
@@ -1032,7 +1108,7 @@ def seed_profile(vectors: SongVectors, song_codes: np.ndarray, *, space: str = "
     song_codes : ndarray [shape=(n_seeds,), dtype=int]
         Song codes of the seeds; songs without a vector are ignored.
     space : str, optional (default="raw")
-        ``raw`` or ``centered`` (see :func:`taste_profiles`).
+        ``raw``, ``centered`` or ``artist`` (see :func:`taste_profiles`).
 
     Returns
     -------
@@ -1054,25 +1130,30 @@ def _require_vectors(ctx: FeatureContext) -> SongVectors:
     return ctx.song_vectors
 
 
-# the audio columns: each is a user-side vector dotted with the song's unit vector, both in the
-# centred space (the vectors minus their mean, so the component every song shares drops out)
+# the audio columns, all in the artist space (SongVectors.by_artist: the directions in which an
+# artist's songs agree, so the melody, key and mix of each recording, which fill most of an
+# embedding, drop out); the first two dot a profile fitted on labels, out of fold, with the
+# song's unit vector, the third the mean of the user's other plays with the song's vector
 AUDIO_COLUMNS = {
     "audio_dot": "taste profile (mean unit vector of the replayed songs)",
     "audio_contrast": "taste profile minus the profile of the songs played only once",
+    "audio_plays": "mean vector of the user's other plays, train and test, labels unread",
 }
-AUDIO_SPACE = "centered"
+AUDIO_SPACE = "artist"
 
 
 @register_group(AUDIO_GROUP, label_derived=True)
 def _audio(ctx: FeatureContext) -> Columns:
-    """How a song's audio sits with the user's taste profile, out of fold.
+    """How a song's audio sits with the user's taste, out of fold.
 
     ``audio_dot`` is the cosine between the song and the user's taste profile scaled by the
     profile's norm, which is near 1 for a user whose replays sound alike and small for a user
     who replays everything; ``audio_contrast`` dots the song with the replayed songs' profile
     minus the once-played songs' profile, the direction in which the user's replays differ from
     the rest of what they play. Both are missing when the song has no vector or the user lacks
-    the songs a profile needs.
+    the songs a profile needs. ``audio_plays`` reads no label: the song's vector against the
+    mean vector of every other song the user plays in train and test (what a user chooses to
+    play already follows their taste), missing for a user with no other play with a vector.
     """
     vectors = _require_vectors(ctx)
     if ctx.folds is None or ctx.labels is None:
@@ -1080,9 +1161,10 @@ def _audio(ctx: FeatureContext) -> Columns:
     user = ctx.user
     song_rows = _take(vectors.rows, ctx.song, -1).astype(np.int64)
     space = vectors.space(AUDIO_SPACE)
+    plays = ctx.fitted("audio_plays", partial(play_sums, ctx, space=AUDIO_SPACE))
 
     def score(liked: Profiles, other: Profiles, users: np.ndarray, songs: np.ndarray) -> np.ndarray:
-        """Both columns for rows of these user indices (into the profiles) and song rows."""
+        """The label columns for rows of these user indices (into the profiles) and song rows."""
         both = liked.has & other.has
         contrast = np.where(both[:, None], liked.vectors - other.vectors, 0.0)
         return np.c_[
@@ -1090,7 +1172,8 @@ def _audio(ctx: FeatureContext) -> Columns:
             profile_dot(contrast, both, users, space, songs),
         ]
 
-    # observed rows: profiles from the other folds' rows (fitting rows) or all of them (others)
+    # observed rows: profiles from the other folds' rows (fitting rows) or all of them (others);
+    # the plays profile leaves the row's own song out
     if ctx.query is None:
 
         def fit(rows: np.ndarray) -> Applier:
@@ -1098,11 +1181,17 @@ def _audio(ctx: FeatureContext) -> Columns:
             other = Profiles(*taste_profiles(ctx, rows, space=AUDIO_SPACE, label=0))
             return lambda target: score(liked, other, user[target], song_rows[target])
 
-        cols = out_of_fold(fit, ctx.folds, n_cols=len(AUDIO_COLUMNS))
-        return {name: cols[:, i] for i, name in enumerate(AUDIO_COLUMNS)}
+        cols = out_of_fold(fit, ctx.folds, n_cols=2)
+        own = np.einsum("ij,ij->i", space, space)  # each song's dot with itself
+        sums, counts = plays
+        mine = _take(own, song_rows, np.nan)
+        other_plays = _take(counts, user, 0.0) - 1
+        dots = profile_dot(sums, counts > 1, user, space, song_rows, unit_songs=False)
+        cols = np.c_[cols, (dots - mine) / np.maximum(other_plays, 1)]
+        return {name: cols[:, i].astype(np.float32) for i, name in enumerate(AUDIO_COLUMNS)}
 
-    # query rows: profiles from all fitting rows, or the seed songs' profile (which has no
-    # once-played songs, so no contrast)
+    # query rows: profiles from all fitting rows and all plays, or the seed songs' profile
+    # (which has no once-played songs, so no contrast)
     liked, other = (
         Profiles(
             *ctx.fitted(
@@ -1112,13 +1201,59 @@ def _audio(ctx: FeatureContext) -> Columns:
         ).rows_of(user)
         for label in (1, 0)
     )
+    sums = _take_rows(plays[0], user).astype(np.float32)
+    counts = _take(plays[1], user, 0.0)
     for msno, seeds in (ctx.query_seeds or {}).items():
         mine = (ctx.query["msno"].astype(object) == msno).to_numpy()
         liked.vectors[mine] = seed_profile(vectors, seeds, space=AUDIO_SPACE)
         liked.has[mine] = bool(np.isfinite(liked.vectors[mine]).all()) if mine.any() else False
         other.has[mine] = False
+        seed_rows = _take(vectors.rows, np.asarray(seeds, dtype=np.int64), -1).astype(np.int64)
+        seed_rows = seed_rows[seed_rows >= 0]
+        sums[mine] = space[seed_rows].sum(axis=0)
+        counts[mine] = seed_rows.size
     cols = score(liked, other, np.arange(len(user)), song_rows)
-    return {name: cols[:, i] for i, name in enumerate(AUDIO_COLUMNS)}
+    means = sums / np.maximum(counts, 1)[:, None]
+    dots = profile_dot(means, counts > 0, np.arange(len(user)), space, song_rows, unit_songs=False)
+    cols = np.c_[cols, dots]
+    return {name: cols[:, i].astype(np.float32) for i, name in enumerate(AUDIO_COLUMNS)}
+
+
+def play_sums(ctx: FeatureContext, *, space: str = "raw") -> tuple[np.ndarray, np.ndarray]:
+    """Sum of the vectors of every user's plays over all observed rows, and their number.
+
+    Reads no label: train and test rows count alike, one vector per row.
+
+    Parameters
+    ----------
+    ctx : FeatureContext
+        A context with ``song_vectors``.
+    space : str, optional (default="raw")
+        ``raw``, ``centered`` or ``artist`` (see :func:`taste_profiles`).
+
+    Returns
+    -------
+    sums : ndarray [shape=(n_users, dim), dtype=float32]
+        By user code.
+    counts : ndarray [shape=(n_users,), dtype=float64]
+        Plays with a vector by user code.
+    """
+    # one entry per observed row whose song has a vector
+    vectors = _require_vectors(ctx)
+    song_rows = _take(vectors.rows, ctx.observed("song"), -1).astype(np.int64)
+    users = ctx.observed("user")
+    keep = (song_rows >= 0) & (users >= 0)
+    n_users = len(ctx.data.user_ids)
+    matrix = vectors.space(space)
+
+    # the sums as one sparse product over the rows
+    plays = sp.csr_matrix(
+        (np.ones(int(keep.sum()), dtype=np.float32), (users[keep], song_rows[keep])),
+        shape=(n_users, matrix.shape[0]),
+    )
+    sums = np.asarray(plays @ np.asarray(matrix, dtype=np.float32), dtype=np.float32)
+    counts = np.bincount(users[keep], minlength=n_users).astype(np.float64)
+    return sums, counts
 
 
 class Profiles(NamedTuple):

@@ -6,6 +6,8 @@
 - :mod:`retrieval.profiles` — :func:`l2_normalize`, :func:`mean_profiles` (a user's taste as the
   mean of their songs' unit vectors), row-wise :func:`cosine` and :func:`profile_dot` (the
   profile as it is against the song's unit vector), with missing values kept missing
+- :mod:`retrieval.projection` — :func:`fit_group_projection`, a :class:`GroupProjection` onto
+  the few directions in which songs of one group (artist) agree, where dot products follow style
 - :mod:`retrieval.cli` — the ``build-index`` command
 """
 
@@ -13,12 +15,15 @@ from __future__ import annotations
 
 from .index import SongIndex, build_index, build_index_from_store, read_meta
 from .profiles import cosine, l2_normalize, mean_profiles, profile_dot
+from .projection import GroupProjection, fit_group_projection
 
 __all__ = [
+    "GroupProjection",
     "SongIndex",
     "build_index",
     "build_index_from_store",
     "cosine",
+    "fit_group_projection",
     "l2_normalize",
     "mean_profiles",
     "profile_dot",

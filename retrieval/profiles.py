@@ -201,6 +201,7 @@ def cosine(
         song_vectors,
         song_rows,
         unit_profiles=True,
+        unit_songs=True,
         chunk=chunk_rows,
     )
     return np.clip(scores, -1.0, 1.0)
@@ -213,6 +214,7 @@ def profile_dot(
     song_vectors: np.ndarray,
     song_rows: np.ndarray,
     *,
+    unit_songs: bool = True,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> np.ndarray:
     """Dot product of each row's user profile, as it is, with the song's unit vector.
@@ -227,6 +229,8 @@ def profile_dot(
     profiles, has_profile, user_idx, song_vectors, song_rows, chunk_rows
         As for :func:`cosine`, except that ``profiles`` may hold any vectors (rows of users
         without a profile are ignored); only the song vectors are normalised.
+    unit_songs : bool, optional (default=True)
+        Normalise the song vectors; False gives the plain dot product with the song's vector.
 
     Returns
     -------
@@ -251,6 +255,7 @@ def profile_dot(
         song_vectors,
         song_rows,
         unit_profiles=False,
+        unit_songs=unit_songs,
         chunk=chunk_rows,
     )
 
@@ -263,9 +268,10 @@ def _score_rows(
     song_rows: np.ndarray,
     *,
     unit_profiles: bool,
+    unit_songs: bool,
     chunk: int,
 ) -> np.ndarray:
-    """Row-wise product of profile and unit song vector; the profile normalised or not."""
+    """Row-wise product of profile and song vector, each normalised or not."""
     # validate the inputs
     user_idx, song_rows = _check_pairs(user_idx, song_rows)
     if profiles.ndim != 2 or song_vectors.ndim != 2 or profiles.shape[1] != song_vectors.shape[1]:
@@ -291,7 +297,9 @@ def _score_rows(
         p = np.asarray(profiles[user_idx[sel]], dtype=np.float32)
         if unit_profiles:
             p = l2_normalize(p)
-        v = l2_normalize(np.asarray(song_vectors[song_rows[sel]]))
+        v = np.asarray(song_vectors[song_rows[sel]], dtype=np.float32)
+        if unit_songs:
+            v = l2_normalize(v)
         dots = np.einsum("ij,ij->i", p, v)
         dots[~(p.any(axis=1) & v.any(axis=1))] = np.nan
         out[sel] = dots

@@ -14,17 +14,24 @@ from embedding.errors import InputError, MismatchError
 from ranking.audio import AudioIndex
 from ranking.data import KKBoxData, load_kkbox
 from ranking.features import (
+    ARTIST_COMPONENTS,
+    ARTIST_SHRINKAGE,
     AUDIO_COLUMNS,
     AUDIO_GROUP,
+    COMPILATION_ARTIST,
     DEFAULT_GROUPS,
     FEATURE_GROUPS,
     QUERY_COLUMNS,
     SongVectors,
+    artist_groups,
     build_features,
 )
+from retrieval import fit_group_projection
 from retrieval.index import build_index_from_store
 
 TAG_NAMES = ["bright", "fast", "dense"]
+# the audio columns fitted on labels (the plays profile reads none)
+LABEL_COLUMNS = ["audio_dot", "audio_contrast"]
 
 
 def synthetic_index(world: Path, out: Path, *, dim: int = 16, seed: int = 0) -> Path:
@@ -98,6 +105,64 @@ def test_song_vectors_follow_the_song_codes(data: KKBoxData, audio: AudioIndex) 
     assert (vectors.rows < 0).sum() == len(data.song_ids) - len(audio.store)
 
 
+def test_artist_groups_leave_out_compilations(data: KKBoxData) -> None:
+    groups = artist_groups(data)
+    assert groups.shape == (len(data.song_ids),)
+    codes = data.songs["song_id"].cat.codes.to_numpy()
+    names = data.songs["artist_name"].astype(object).to_numpy()
+
+    # one code per artist name; compilations and songs without metadata in none
+    compilation = names == COMPILATION_ARTIST
+    assert compilation.any(), "the tiny world should credit some songs to Various Artists"
+    assert (groups[codes[compilation]] == -1).all()
+    named = ~compilation & pd.notna(names)
+    pairs = pd.DataFrame({"name": names[named], "group": groups[codes[named]]}).drop_duplicates()
+    assert (pairs["group"] >= 0).all() and pairs["name"].is_unique and pairs["group"].is_unique
+    assert (groups[np.setdiff1d(np.arange(len(data.song_ids)), codes)] == -1).all()
+
+
+def test_the_audio_space_follows_the_artists(
+    data: KKBoxData, audio: AudioIndex, caplog: pytest.LogCaptureFixture
+) -> None:
+    vectors = audio.song_vectors(data)
+    space = vectors.space("artist")
+    assert space.shape == (vectors.vectors.shape[0], ARTIST_COMPONENTS)
+
+    # the projection of the songs' vectors with their artists (as fitted by retrieval)
+    codes = np.flatnonzero((vectors.rows >= 0) & (vectors.artists >= 0))
+    proj = fit_group_projection(
+        vectors.vectors[vectors.rows[codes]],
+        vectors.artists[codes],
+        n_components=ARTIST_COMPONENTS,
+        shrinkage=ARTIST_SHRINKAGE,
+    )
+    np.testing.assert_allclose(
+        np.abs(space), np.abs(proj.transform(vectors.vectors)), rtol=1e-5, atol=1e-5
+    )
+
+    # without artists the space is the centred one, and the log says so
+    plain = SongVectors(vectors.vectors, vectors.rows)
+    with caplog.at_level("WARNING", logger="encore.ranking"):
+        assert np.array_equal(plain.space("artist"), plain.space("centered"))
+    assert "no artists given" in caplog.text
+
+
+def test_plays_profile_leaves_the_row_out(data: KKBoxData, audio: AudioIndex) -> None:
+    vectors = audio.song_vectors(data)
+    fit_mask = np.arange(len(data.train)) < int(0.8 * len(data.train))
+    X = build_features(data, fit_mask=fit_mask, groups=[AUDIO_GROUP], song_vectors=vectors).X
+    space = vectors.space("artist")
+
+    # the mean vector of the user's other plays (train and test) against the song's vector
+    user = np.r_[data.train["msno"].cat.codes, data.test["msno"].cat.codes]
+    row_of = vectors.rows[np.r_[data.train["song_id"].cat.codes, data.test["song_id"].cat.codes]]
+    for row in (5, len(data.train) - 3, len(user) - 1):
+        others = np.flatnonzero((user == user[row]) & (row_of >= 0))
+        others = others[others != row]
+        expected = space[row_of[others]].mean(axis=0) @ space[row_of[row]]
+        assert X["audio_plays"].iloc[row] == pytest.approx(expected, rel=1e-4, abs=1e-5), row
+
+
 def test_wrongly_sized_vectors_are_refused(data: KKBoxData, fit_mask: np.ndarray) -> None:
     bad = SongVectors(vectors=np.ones((3, 4), dtype=np.float32), rows=np.zeros(3, dtype=np.int64))
     with pytest.raises(MismatchError, match="song_vectors.rows.shape"):
@@ -126,7 +191,10 @@ def test_missing_vectors_give_nan_not_zero(data: KKBoxData, fit_mask: np.ndarray
     never = np.setdiff1d(np.unique(user), replayed)
     assert never.size, "the tiny world should hold users without a replay in the fitting rows"
     test_rows = np.isin(user, never) & (np.arange(user.size) >= len(data.train))
-    assert X.loc[test_rows].isna().all().all()
+    assert X.loc[test_rows, LABEL_COLUMNS].isna().all().all()
+
+    # the plays profile reads no label: those users have one all the same
+    assert X.loc[test_rows, "audio_plays"].notna().mean() > 0.9
 
     # everyone else gets a dot in [-1, 1] (a mean of unit vectors against a unit vector)
     known = X["audio_dot"].dropna()
