@@ -22,8 +22,9 @@ cf             no     truncated-SVD factors of user-song and user-artist occurre
                       earlier songs
 audio          yes    the song's audio against the user's taste profile (the mean of the unit
                       vectors of the songs the user replayed): the cosine scaled by the
-                      profile's norm, and the dot with the replayed minus the once-played
-                      songs' profile, in the artist space of the vectors, out of fold; needs
+                      profile's norm and the dot with the replayed minus the once-played
+                      songs' profile, out of fold; and, reading no label, against the mean of
+                      the user's other plays; all in the artist space of the vectors; needs
                       song vectors, so it is not a default group
 =============  =====  =====================================================================
 
