@@ -1004,7 +1004,12 @@ def _fit_state(model: MusicFM, state: dict[str, torch.Tensor]) -> dict[str, torc
 
 
 def _check_frontend(model: MusicFM, state: dict[str, torch.Tensor]) -> None:
-    """Compare the recomputed window and filterbank with the checkpoint's copies, if stored."""
+    """Compare the recomputed window and filterbank with the checkpoint's copies, then use those.
+
+    The checkpoint's copies are what the model was trained with; the recomputed ones agree to
+    float32 rounding, but the last bit of ``torch.hann_window`` varies with the CPU's vector
+    kernels, so taking the stored copies keeps the front end the same on every machine.
+    """
     prefix = "preprocessor_melspec_2048.mel_stft."
     stored = {
         "window": state.get(prefix + "spectrogram.window"),
@@ -1019,6 +1024,7 @@ def _check_frontend(model: MusicFM, state: dict[str, torch.Tensor]) -> None:
                 f"the checkpoint's front-end buffer {name} differs from the standard one "
                 f"(shape={tuple(value.shape)}); this file was not made by MusicFM's front end"
             )
+        setattr(model.frontend, name, value.float().clone())
 
 
 def _hub_file(
