@@ -217,7 +217,7 @@ def profile_dot(
     unit_songs: bool = True,
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
 ) -> np.ndarray:
-    """Dot product of each row's user profile, as it is, with the song's unit vector.
+    """Dot product of each row's user profile, as it is, with the song's (unit) vector.
 
     For a profile from :func:`mean_profiles` this is the cosine scaled by the profile's norm:
     close to the cosine for a user whose songs all sound alike, shrunk towards zero for a user
@@ -228,7 +228,8 @@ def profile_dot(
     ----------
     profiles, has_profile, user_idx, song_vectors, song_rows, chunk_rows
         As for :func:`cosine`, except that ``profiles`` may hold any vectors (rows of users
-        without a profile are ignored); only the song vectors are normalised.
+        without a profile are ignored); only the song vectors are normalised, and only with
+        ``unit_songs``.
     unit_songs : bool, optional (default=True)
         Normalise the song vectors; False gives the plain dot product with the song's vector.
 

@@ -100,6 +100,12 @@ def test_profile_dot_scores_a_difference_of_profiles():
     got = profile_dot(liked - other, np.array([True]), np.array([0]), vectors, np.array([2]))
     assert got[0] == pytest.approx(np.sqrt(2.0), abs=1e-6)
 
+    # without unit songs it is the plain dot product with the song's vector as it is
+    plain = profile_dot(
+        liked - other, np.array([True]), np.array([0]), vectors, np.array([2]), unit_songs=False
+    )
+    assert plain[0] == pytest.approx(6.0, abs=1e-6)
+
 
 def test_bad_inputs_are_refused_with_the_value_named(rng):
     vectors = rng.standard_normal((3, 2)).astype(np.float32)
