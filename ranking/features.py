@@ -1183,12 +1183,11 @@ def _audio(ctx: FeatureContext) -> Columns:
             return lambda target: score(liked, other, user[target], song_rows[target])
 
         cols = out_of_fold(fit, ctx.folds, n_cols=2)
-        own = np.einsum("ij,ij->i", space, space)  # each song's dot with itself
         sums, counts = plays
-        mine = _take(own, song_rows, np.nan)
+        self_dot = _take(np.einsum("ij,ij->i", space, space), song_rows, np.nan)
         other_plays = _take(counts, user, 0.0) - 1
         dots = profile_dot(sums, counts > 1, user, space, song_rows, unit_songs=False)
-        cols = np.c_[cols, (dots - mine) / np.maximum(other_plays, 1)]
+        cols = np.c_[cols, (dots - self_dot) / np.maximum(other_plays, 1)]
         return {name: cols[:, i].astype(np.float32) for i, name in enumerate(AUDIO_COLUMNS)}
 
     # query rows: profiles from all fitting rows and all plays, or the seed songs' profile
