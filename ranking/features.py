@@ -133,24 +133,23 @@ class SongVectors:
         Without artists, or with fewer than two artists of two songs with a vector, it is the
         centred space instead (logged).
         """
-        # the songs with a vector and an artist, one row each
-        codes = np.flatnonzero(self.rows >= 0)
-        groups = None if self.artists is None else self.artists[codes]
-        if groups is not None:
-            try:
-                projection = fit_group_projection(
-                    self.vectors[self.rows[codes]],
-                    groups,
-                    n_components=ARTIST_COMPONENTS,
-                    shrinkage=ARTIST_SHRINKAGE,
-                )
-            except InputError as err:
-                logger.warning("artist space: %s; using the centred space", err)
-            else:
-                return projection.transform(self.vectors)
-        if groups is None:
+        if self.artists is None:
             logger.warning("artist space: no artists given; using the centred space")
-        return self.centered
+            return self.centered
+
+        # the songs with a vector, one row each, grouped by artist
+        codes = np.flatnonzero(self.rows >= 0)
+        try:
+            projection = fit_group_projection(
+                self.vectors[self.rows[codes]],
+                self.artists[codes],
+                n_components=ARTIST_COMPONENTS,
+                shrinkage=ARTIST_SHRINKAGE,
+            )
+        except InputError as err:
+            logger.warning("artist space: %s; using the centred space", err)
+            return self.centered
+        return projection.transform(self.vectors)
 
     def space(self, name: str) -> np.ndarray:
         """The vectors as stored (``raw``), centred (``centered``) or projected (``artist``)."""
