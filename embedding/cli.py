@@ -498,7 +498,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--weights", help="local weights file (encoders with external weights)")
     parser.add_argument("--stats", help="local normalisation stats file (musicfm)")
     parser.add_argument(
-        "--layer", type=int, help="hidden layer to pool (encoder's default if unset)"
+        "--layer",
+        type=_layer,
+        help="layer the vectors come from: a block number for musicfm (0-12, default 7), "
+        "penultimate, mean_pool or max_pool for musicnn (default penultimate)",
     )
     parser.add_argument(
         "--device",
@@ -535,6 +538,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="debug logging")
     return parser
+
+
+def _layer(text: str) -> int | str:
+    """A ``--layer`` value: a number (a block) as an int, a name as it is."""
+    return int(text) if text.isdigit() else text
 
 
 def _positive_int(text: str) -> int:

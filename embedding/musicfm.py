@@ -1073,7 +1073,7 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 
 
 def _check_layer(layer: int, n_layers: int) -> int:
-    if not 0 <= layer <= n_layers:
+    if not isinstance(layer, int) or not 0 <= layer <= n_layers:
         raise InputError(
             f"layer={layer} is outside 0..{n_layers} (0 = conv stem, {n_layers} = last block "
             f"after the encoder LayerNorm); the usual choice is {DEFAULT_LAYER}"

@@ -41,6 +41,8 @@ from .errors import AudioError, InputError, WeightsError
 WEIGHTS_FILE = "musicnn_msd.npz"
 TAGS_FILE = "musicnn_msd_tags.txt"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+#: the layers a song vector can come from (see MusicnnEncoder)
+LAYERS = ("penultimate", "mean_pool", "max_pool")
 
 
 @dataclass(frozen=True)
@@ -604,12 +606,14 @@ def format_tags(taggram: np.ndarray, tag_names: list[str], *, top: int = 3) -> s
 
 
 class MusicnnEncoder(Encoder):
-    """musicnn as an Encore encoder: one 200-d vector and 50 tag probabilities per 3 s patch.
+    """musicnn as an Encore encoder: one vector and 50 tag probabilities per 3 s patch.
 
-    The vector is the penultimate layer (dense 200, ReLU, batch norm): the representation the
-    model builds to predict its tags, so it is the model's own descriptor of a patch, compact and
-    already normalised. (The other candidate, the 1506-d max/mean pools of the mid end, is
-    larger and unnormalised.) The song vector is the mean over patches.
+    The vector comes from one of :data:`LAYERS`. By default it is the penultimate layer (dense
+    200, ReLU, batch norm): the representation the model builds to predict its tags, compact and
+    already normalised. ``mean_pool`` (or ``max_pool``) is the mid end's 753 channels averaged
+    (or maxed) over the patch's frames, before the dense layers: larger and unnormalised, but it
+    keeps more of the sound than the tags need (tempo, rhythm, timbre), which is what a
+    listener's taste follows. The song vector is the mean over patches.
 
     Windowing agrees with musicnn's own patching: the package computes the log-mel of the
     *whole* clip (centred STFT, 256 zeros each side) and cuts consecutive 187-frame patches,
@@ -636,10 +640,12 @@ class MusicnnEncoder(Encoder):
         weights: WeightsInfo,
         device: torch.device,
         dtype: str,
+        layer: str = "penultimate",
     ) -> None:
         self.cfg = model.config
+        self.layer = _check_layer(layer)
         self.sample_rate = self.cfg.sample_rate
-        self.dim = self.cfg.n_units
+        self.dim = self.cfg.n_units if self.layer == "penultimate" else self.cfg.n_midend
         self.window = WindowRule(
             window_seconds=self.cfg.patch_samples / self.cfg.sample_rate,
             min_seconds=(self.cfg.n_frames - 1) * self.cfg.hop_length / self.cfg.sample_rate,
@@ -656,7 +662,7 @@ class MusicnnEncoder(Encoder):
         return {
             "weights": self.weights.source,
             "weights_sha256": self.weights.sha256,
-            "layer": "penultimate",
+            "layer": self.layer,
             "dtype": self.dtype,
             "frontend": (
                 f"log10(1 + 10000 * float16(librosa mel sr={c.sample_rate} n_fft={c.n_fft} "
@@ -738,22 +744,22 @@ class MusicnnEncoder(Encoder):
         Returns
         -------
         EncoderOutput
-            Penultimate vectors (n_patches, 200) and taggram (n_patches, 50), float32.
+            Vectors of the encoder's layer (n_patches, dim) and taggram (n_patches, 50), float32.
         """
         vectors, tags = [], []
         for start in range(0, len(patches), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(patches[start : start + batch_size]))
             x = x.to(device=self.device, dtype=_DTYPES[self.dtype])
-            penultimate, logits = self.model(x)
-            vectors.append(penultimate.float().cpu().numpy())
-            tags.append(torch.sigmoid(logits.float()).cpu().numpy())
+            out = self.model.stages(x)
+            vectors.append(out[self.layer].float().cpu().numpy())
+            tags.append(torch.sigmoid(out["logits"].float()).cpu().numpy())
         return EncoderOutput(
             vectors=np.concatenate(vectors),
             tags=np.concatenate(tags) if self.tag_names is not None else None,
         )
 
     def forward(self, windows: torch.Tensor) -> EncoderOutput:
-        """Penultimate vectors and taggram of a batch of windows (see the class docstring).
+        """Vectors and taggram of a batch of windows (see the class docstring).
 
         Parameters
         ----------
@@ -763,7 +769,7 @@ class MusicnnEncoder(Encoder):
         Returns
         -------
         EncoderOutput
-            ``vectors`` (batch, 200), ``tags`` (batch, 50) or ``None`` without tag names.
+            ``vectors`` (batch, dim), ``tags`` (batch, 50) or ``None`` without tag names.
 
         Raises
         ------
@@ -814,12 +820,13 @@ class MusicnnEncoder(Encoder):
         Raises
         ------
         InputError
-            When the encoder has no tag names or ``x`` has neither width.
+            When the encoder has no tag names or ``x`` has neither width (a vector of a pooled
+            layer has no output layer to go through).
         """
         if self.tag_names is None:
             raise InputError("these musicnn weights carry no tag names; pass weights with tags")
         arr = np.asarray(x, dtype=np.float32)
-        if arr.shape[-1] == self.dim:
+        if arr.shape[-1] == self.cfg.n_units and self.layer == "penultimate":
             rows = torch.from_numpy(np.atleast_2d(arr)).to(self.device, _DTYPES[self.dtype])
             arr = torch.sigmoid(self.model.backend.out(rows).float()).cpu().numpy()
         return format_tags(arr, self.tag_names, top=top)
@@ -832,6 +839,7 @@ def build_musicnn(
     dtype: str = "float32",
     weights: str | Path | None = None,
     stats: str | Path | None = None,
+    layer: str = "penultimate",
 ) -> MusicnnEncoder:
     """Build the musicnn encoder, by default with the shipped MSD_musicnn weights.
 
@@ -846,6 +854,9 @@ def build_musicnn(
         that ``.npz`` (state-dict or TF names) with the tags stored in it, if any.
     stats : None, optional (default=None)
         Accepted for the common encoder options; musicnn normalises inside the network.
+    layer : str, optional (default="penultimate")
+        Where the vectors come from: ``"penultimate"`` (200-d), ``"mean_pool"`` or
+        ``"max_pool"`` (753-d); see :class:`MusicnnEncoder`.
 
     Returns
     -------
@@ -854,7 +865,7 @@ def build_musicnn(
     Raises
     ------
     InputError
-        For an unknown dtype or a ``stats`` file.
+        For an unknown dtype or layer, or a ``stats`` file.
     WeightsError
         When the weights do not load.
 
@@ -867,6 +878,7 @@ def build_musicnn(
     'electronic 0.71, electro 0.42, dance 0.38'
     """
     # check the options
+    _check_layer(layer)
     if dtype not in _DTYPES:
         raise InputError(f"dtype={dtype!r} is not one of {', '.join(_DTYPES)}")
     if stats is not None:
@@ -878,12 +890,20 @@ def build_musicnn(
 
     # network, tags, encoder
     model, info = Musicnn.from_pretrained(weights)
-    return MusicnnEncoder(model, weights=info, device=torch_device, dtype=dtype)
+    return MusicnnEncoder(model, weights=info, device=torch_device, dtype=dtype, layer=layer)
+
+
+def _check_layer(layer: object) -> str:
+    """``layer`` if it names one of :data:`LAYERS`, else an InputError saying which do."""
+    if layer not in LAYERS:
+        raise InputError(f"layer={layer!r} is not a musicnn layer; use one of {', '.join(LAYERS)}")
+    return str(layer)
 
 
 __all__ = [
     "BackEnd",
     "FrontEnd",
+    "LAYERS",
     "MidEnd",
     "Musicnn",
     "MusicnnConfig",

@@ -343,6 +343,23 @@ def test_shared_clips_all_embed_with_musicnn(tmp_path, shared_dir, capsys):
     assert store.meta["max_seconds"] == 10 and store.meta["sample_rate"] == 16000
 
 
+@needs_musicnn
+def test_musicnn_layer_by_name(tmp_path, capsys):
+    songs = tmp_path / "songs"
+    for i in range(2):
+        write_clip(songs / f"song{i}.wav", 3.0, sr=16000, freq=220 + 110 * i)
+    out = tmp_path / "store"
+    args = ("--encoder", "musicnn", "--device", "cpu", "--num-workers", "0")
+    code = run_cli(songs, "--out", out, *args, "--layer", "mean_pool")
+    assert code == 0, capsys.readouterr()
+    store = load_store(out)
+    assert store.dim == 753 and store.meta["layer"] == "mean_pool" and store.tags.shape == (2, 50)
+
+    # a block number is for musicfm; musicnn names the layers it has
+    assert run_cli(songs, "--out", tmp_path / "other", *args, "--layer", "7") == 2
+    assert "layer=7 is not a musicnn layer" in capsys.readouterr().err
+
+
 def embed_cmd(songs: Path, out: Path, *extra: str) -> list[str]:
     code = "import sys; from embedding.cli import main; sys.exit(main(sys.argv[1:]))"
     return [

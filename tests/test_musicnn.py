@@ -346,6 +346,36 @@ def test_log_compression_stays_finite_for_loud_bins() -> None:
     np.testing.assert_allclose(logmel, np.log10(10000 * mel16.astype(np.float64) + 1), rtol=1e-6)
 
 
+@pytest.mark.parametrize("layer", ["mean_pool", "max_pool"])
+def test_pooled_layers_as_vectors(
+    layer: str, encoder: MusicnnEncoder, rng: np.random.Generator
+) -> None:
+    # the pooled layer's 753 channels, with the same taggram as the default encoder
+    pooled = get_encoder("musicnn", device="cpu", layer=layer)
+    assert isinstance(pooled, MusicnnEncoder)
+    assert pooled.dim == 753 and pooled.config()["layer"] == layer
+    assert encoder.config()["layer"] == "penultimate"
+    y = (0.1 * rng.standard_normal(7 * SR)).astype(np.float32)
+    out = forward_windows(pooled, pooled.split(y))
+    patches = pooled.windows_to_patches(np.stack(pooled.split(y)))
+    with torch.no_grad():
+        expected = pooled.model.stages(torch.from_numpy(patches))[layer].numpy()
+    np.testing.assert_allclose(out.vectors, expected, rtol=1e-5, atol=1e-5)
+    assert out.tags is not None
+    np.testing.assert_array_equal(out.tags, forward_windows(encoder, encoder.split(y)).tags)
+
+    # tags come from the taggram only: a pooled vector has no output layer to go through
+    with pytest.raises(InputError, match=r"taggram shape=\(753,\) does not fit 50 tag names"):
+        pooled.tags_for(out.vectors[0])
+
+
+def test_unknown_layer_is_refused() -> None:
+    with pytest.raises(InputError, match="layer='pool_flat' is not a musicnn layer; use one of"):
+        get_encoder("musicnn", device="cpu", layer="pool_flat")
+    with pytest.raises(InputError, match="layer=7 is not a musicnn layer"):
+        get_encoder("musicnn", device="cpu", layer=7)
+
+
 def test_format_tags_and_tags_for(encoder: MusicnnEncoder) -> None:
     names = ["rock", "guitar", "jazz", "pop"]
     assert (
