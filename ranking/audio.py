@@ -21,7 +21,7 @@ from retrieval.index import SongIndex
 
 from ._log import logger
 from .data import KKBoxData
-from .features import SongVectors, artist_groups
+from .features import SongVectors, listener_plays
 
 # below this share of played songs with a vector the audio features say little
 MIN_COVERAGE = 0.5
@@ -110,7 +110,7 @@ class AudioIndex:
         Returns
         -------
         SongVectors
-            Row -1 for songs without a vector; with the songs' artists, for the ``artist``
+            Row -1 for songs without a vector; with every user's plays, for the ``listener``
             space of the audio group.
 
         Raises
@@ -125,7 +125,7 @@ class AudioIndex:
         """
         # align by id
         vectors = SongVectors.from_ids(
-            data.song_ids, self.store.ids, self.store.vectors, artists=artist_groups(data)
+            data.song_ids, self.store.ids, self.store.vectors, listeners=listener_plays(data)
         )
         if vectors.n_with_vector == 0:
             raise MismatchError(

@@ -24,7 +24,7 @@ audio          yes    the song's audio against the user's taste profile (the mea
                       vectors of the songs the user replayed): the cosine scaled by the
                       profile's norm and the dot with the replayed minus the once-played
                       songs' profile, out of fold; and, reading no label, against the mean of
-                      the user's other plays; all in the artist space of the vectors; needs
+                      the user's other plays; all in the listener space of the vectors; needs
                       song vectors, so it is not a default group
 =============  =====  =====================================================================
 
@@ -67,12 +67,11 @@ DEFAULT_GROUPS = ("counts", "member", "song", "isrc", "context", "target_stats",
 AUDIO_GROUP = "audio"
 # smoothing of the target_stats replay rates, in pseudo-rows
 RATE_SMOOTHING = 20.0
-# the artist space of the audio group: directions kept, and the shrinkage of the within-artist
-# scatter (see retrieval.fit_group_projection)
-ARTIST_COMPONENTS = 6
-ARTIST_SHRINKAGE = 0.1
-# the artist credit of compilations, whose songs share no style
-COMPILATION_ARTIST = "Various Artists"
+# the listener space of the audio group: directions kept, the shrinkage of the within-listener
+# scatter, and the fewest plays a listener needs to take part (see retrieval.fit_group_projection)
+LISTENER_COMPONENTS = 8
+LISTENER_SHRINKAGE = 0.3
+LISTENER_MIN_PLAYS = 5
 
 T = TypeVar("T")
 # what a group builder returns: feature name -> one value per row (float array or Categorical)
@@ -104,14 +103,14 @@ class SongVectors:
     rows : ndarray [shape=(n_songs,), dtype=int64]
         Row in ``vectors`` of every song code (``data.song_ids[code]``), -1 for a song without
         a vector.
-    artists : ndarray [shape=(n_songs,), dtype=int64] or None
-        Artist code of every song code (:func:`artist_groups`), -1 for none; the ``artist``
-        space needs them.
+    listeners : scipy.sparse.csr_matrix [shape=(n_users, n_songs)] or None
+        How often each user played each song code (:func:`listener_plays`); the ``listener``
+        space needs it.
     """
 
     vectors: np.ndarray
     rows: np.ndarray
-    artists: np.ndarray | None = None
+    listeners: sp.csr_matrix | None = None
 
     @cached_property
     def centered(self) -> np.ndarray:
@@ -124,42 +123,46 @@ class SongVectors:
         return np.asarray(self.vectors, dtype=np.float32) - mean
 
     @cached_property
-    def by_artist(self) -> np.ndarray:
-        """The vectors in the artist space, float32 (n_vectors, ARTIST_COMPONENTS).
+    def by_listener(self) -> np.ndarray:
+        """The vectors in the listener space, float32 (n_vectors, LISTENER_COMPONENTS).
 
-        The space of :func:`retrieval.fit_group_projection` with the songs' artists as groups:
-        the few directions in which an artist's songs agree, scaled to unit spread within an
-        artist, where dot products follow style rather than the details of each recording.
-        Without artists, or with fewer than two artists of two songs with a vector, it is the
-        centred space instead (logged).
+        The space of :func:`retrieval.fit_group_projection` with listeners as groups, each song
+        a member of every listener's group as often as they played it: the few directions in
+        which the songs one person plays agree, scaled to unit spread within a listener. Those
+        are the directions of taste; the melody, key and mix of each recording, which fill most
+        of an embedding, drop out. Without plays, or with fewer than two listeners of
+        ``LISTENER_MIN_PLAYS`` plays of songs with a vector, it is the centred space instead
+        (logged).
         """
-        if self.artists is None:
-            logger.warning("artist space: no artists given; using the centred space")
+        if self.listeners is None:
+            logger.warning("listener space: no plays given; using the centred space")
             return self.centered
 
-        # the songs with a vector, one row each, grouped by artist
+        # the plays of songs with a vector, one column per vector row
         codes = np.flatnonzero(self.rows >= 0)
+        plays = self.listeners[:, codes]
         try:
             projection = fit_group_projection(
                 self.vectors[self.rows[codes]],
-                self.artists[codes],
-                n_components=ARTIST_COMPONENTS,
-                shrinkage=ARTIST_SHRINKAGE,
+                plays,
+                n_components=LISTENER_COMPONENTS,
+                shrinkage=LISTENER_SHRINKAGE,
+                min_group_size=LISTENER_MIN_PLAYS,
             )
         except InputError as err:
-            logger.warning("artist space: %s; using the centred space", err)
+            logger.warning("listener space: %s; using the centred space", err)
             return self.centered
         return projection.transform(self.vectors)
 
     def space(self, name: str) -> np.ndarray:
-        """The vectors as stored (``raw``), centred (``centered``) or projected (``artist``)."""
+        """The vectors as stored (``raw``), centred (``centered``) or projected (``listener``)."""
         if name == "raw":
             return self.vectors
         if name == "centered":
             return self.centered
-        if name == "artist":
-            return self.by_artist
-        raise InputError(f"space={name!r}: expected 'raw', 'centered' or 'artist'")
+        if name == "listener":
+            return self.by_listener
+        raise InputError(f"space={name!r}: expected 'raw', 'centered' or 'listener'")
 
     @property
     def dim(self) -> int:
@@ -178,7 +181,7 @@ class SongVectors:
         vector_ids: Sequence[str],
         vectors: np.ndarray,
         *,
-        artists: np.ndarray | None = None,
+        listeners: sp.csr_matrix | None = None,
     ) -> SongVectors:
         """Align ``vectors`` (one row per id of ``vector_ids``) with the codes of ``song_ids``.
 
@@ -190,27 +193,28 @@ class SongVectors:
             Song id of every row of ``vectors``, e.g. ``EmbeddingStore.ids``.
         vectors : ndarray [shape=(len(vector_ids), dim)]
             The vectors.
-        artists : ndarray [shape=(len(song_ids),), dtype=int] or None, optional (default=None)
-            Artist code of every song code (:func:`artist_groups`), for the ``artist`` space.
+        listeners : sparse matrix [shape=(n_users, len(song_ids))] or None, optional
+            Plays of every song code by every user (:func:`listener_plays`), for the
+            ``listener`` space; default None.
 
         Returns
         -------
         SongVectors
         """
         rows = pd.Index(list(vector_ids)).get_indexer(pd.Index(song_ids))
-        if artists is not None and np.shape(artists) != rows.shape:
+        if listeners is not None and listeners.shape[1] != len(rows):
             raise InputError(
-                f"artists.shape={np.shape(artists)}: expected {rows.shape}, one code per song id"
+                f"listeners.shape={listeners.shape}: expected (n_users, {len(rows)}), one "
+                "column per song id"
             )
-        groups = None if artists is None else np.asarray(artists, dtype=np.int64)
-        return cls(vectors=vectors, rows=rows.astype(np.int64), artists=groups)
+        plays = None if listeners is None else sp.csr_matrix(listeners, dtype=np.float64)
+        return cls(vectors=vectors, rows=rows.astype(np.int64), listeners=plays)
 
 
-def artist_groups(data: KKBoxData) -> np.ndarray:
-    """Artist code of every song code of ``data``, for :attr:`SongVectors.artists`.
+def listener_plays(data: KKBoxData) -> sp.csr_matrix:
+    """How often each user played each song in train and test, for :attr:`SongVectors.listeners`.
 
-    Songs without metadata or without an artist get -1, and so do songs credited to
-    :data:`COMPILATION_ARTIST`: a compilation credit groups songs that need not sound alike.
+    Reads no label: a replayed song and a song played once count alike.
 
     Parameters
     ----------
@@ -218,13 +222,17 @@ def artist_groups(data: KKBoxData) -> np.ndarray:
 
     Returns
     -------
-    ndarray [shape=(len(data.song_ids),), dtype=int64]
+    scipy.sparse.csr_matrix [shape=(len(data.user_ids), len(data.song_ids)), dtype=float64]
+        By user code and song code.
     """
-    names = data.songs["artist_name"].astype(object)
-    codes = _codes(names.where(names != COMPILATION_ARTIST))
-    out = np.full(len(data.song_ids), -1, dtype=np.int64)
-    out[_codes(data.songs["song_id"])] = codes
-    return out
+    frames = [data.train] if data.test is None else [data.train, data.test]
+    users = np.concatenate([f["msno"].cat.codes.to_numpy(np.int64) for f in frames])
+    songs = np.concatenate([f["song_id"].cat.codes.to_numpy(np.int64) for f in frames])
+    keep = (users >= 0) & (songs >= 0)
+    return sp.csr_matrix(
+        (np.ones(int(keep.sum())), (users[keep], songs[keep])),
+        shape=(len(data.user_ids), len(data.song_ids)),
+    )
 
 
 @dataclass(frozen=True)
@@ -1066,8 +1074,8 @@ def taste_profiles(
         Observed rows whose labels may be read; None takes all fitting rows.
     space : str, optional (default="raw")
         ``raw`` for the vectors as stored, ``centered`` for them minus their mean
-        (:attr:`SongVectors.centered`), ``artist`` for the artist space
-        (:attr:`SongVectors.by_artist`).
+        (:attr:`SongVectors.centered`), ``listener`` for the listener space
+        (:attr:`SongVectors.by_listener`).
     label : int, optional (default=1)
         Whose songs: 1 for the replayed ones (the taste profile), 0 for those played once.
 
@@ -1108,7 +1116,7 @@ def seed_profile(vectors: SongVectors, song_codes: np.ndarray, *, space: str = "
     song_codes : ndarray [shape=(n_seeds,), dtype=int]
         Song codes of the seeds; songs without a vector are ignored.
     space : str, optional (default="raw")
-        ``raw``, ``centered`` or ``artist`` (see :func:`taste_profiles`).
+        ``raw``, ``centered`` or ``listener`` (see :func:`taste_profiles`).
 
     Returns
     -------
@@ -1130,16 +1138,16 @@ def _require_vectors(ctx: FeatureContext) -> SongVectors:
     return ctx.song_vectors
 
 
-# the audio columns, all in the artist space (SongVectors.by_artist: the directions in which an
-# artist's songs agree, so the melody, key and mix of each recording, which fill most of an
-# embedding, drop out); the first two dot a profile fitted on labels, out of fold, with the
-# song's unit vector, the third the mean of the user's other plays with the song's vector
+# the audio columns, all in the listener space (SongVectors.by_listener: the directions in which
+# the songs one person plays agree, so the melody, key and mix of each recording, which fill most
+# of an embedding, drop out); the first two dot a profile fitted on labels, out of fold, with
+# the song's unit vector, the third the mean of the user's other plays with the song's vector
 AUDIO_COLUMNS = {
     "audio_dot": "taste profile (mean unit vector of the replayed songs)",
     "audio_contrast": "taste profile minus the profile of the songs played only once",
     "audio_plays": "mean vector of the user's other plays, train and test, labels unread",
 }
-AUDIO_SPACE = "artist"
+AUDIO_SPACE = "listener"
 
 
 @register_group(AUDIO_GROUP, label_derived=True)
@@ -1228,7 +1236,7 @@ def play_sums(ctx: FeatureContext, *, space: str = "raw") -> tuple[np.ndarray, n
     ctx : FeatureContext
         A context with ``song_vectors``.
     space : str, optional (default="raw")
-        ``raw``, ``centered`` or ``artist`` (see :func:`taste_profiles`).
+        ``raw``, ``centered`` or ``listener`` (see :func:`taste_profiles`).
 
     Returns
     -------

@@ -1,7 +1,7 @@
 """Measure the audio ablation on demo worlds: validation AUC with and without the audio group.
 
 For each world seed it runs the README demo's chain: ``make_demo_world.py --audio``,
-``embed-audio --encoder musicnn``, ``build-index`` and ``train-ranker --index`` (without the refit
+``embed-audio --encoder musicnn --layer mean_pool``, ``build-index`` and ``train-ranker --index`` (without the refit
 and the starter baseline, which do not change the ablation), then reads ``ablation`` and the lift
 ratio from the model's ``metrics.json``. With ``--vectors true-style`` the song vectors are the
 world's true audible style (``song_style.csv``) instead of musicnn's: what the same audio columns
@@ -42,6 +42,8 @@ sys.path.insert(0, str(REPO))
 from embedding import write_store  # noqa: E402
 
 VECTORS = ("musicnn", "true-style")
+# the musicnn layer the demo embeds with (scripts/demo.sh)
+MUSICNN_LAYER = "mean_pool"
 TARGET_GAIN = 0.005
 
 
@@ -108,7 +110,7 @@ def one_seed(
         if vectors == "musicnn":
             manifest = str(folder / "audio" / "manifest.csv")
             embed = [tool("embed-audio"), "--manifest", manifest, "--out", str(store)]
-            run(embed + ["--encoder", "musicnn"])
+            run(embed + ["--encoder", "musicnn", "--layer", MUSICNN_LAYER])
         else:
             true_style_store(folder, store)
         run([tool("build-index"), str(store), "--out", str(index)])

@@ -14,8 +14,10 @@ bin=.venv/bin
 rm -rf "$OUT"
 "$bin/python" scripts/make_demo_world.py --out "$OUT" --scale demo --seed "$SEED" --audio
 
-# song vectors with the bundled offline encoder, then a cosine index over them
-"$bin/embed-audio" --manifest "$OUT/audio/manifest.csv" --out "$OUT/embeddings" --encoder musicnn
+# song vectors with the bundled offline encoder (its mid-end channels averaged over time, which
+# keep tempo and rhythm that the tag layer drops), then a cosine index over them
+"$bin/embed-audio" --manifest "$OUT/audio/manifest.csv" --out "$OUT/embeddings" --encoder musicnn \
+  --layer mean_pool
 "$bin/build-index" "$OUT/embeddings" --out "$OUT/index"
 
 # the ranker, validated on the last 20 % of train.csv, with and without the audio features

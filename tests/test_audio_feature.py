@@ -14,17 +14,17 @@ from embedding.errors import InputError, MismatchError
 from ranking.audio import AudioIndex
 from ranking.data import KKBoxData, load_kkbox
 from ranking.features import (
-    ARTIST_COMPONENTS,
-    ARTIST_SHRINKAGE,
     AUDIO_COLUMNS,
     AUDIO_GROUP,
-    COMPILATION_ARTIST,
     DEFAULT_GROUPS,
     FEATURE_GROUPS,
+    LISTENER_COMPONENTS,
+    LISTENER_MIN_PLAYS,
+    LISTENER_SHRINKAGE,
     QUERY_COLUMNS,
     SongVectors,
-    artist_groups,
     build_features,
+    listener_plays,
 )
 from retrieval import fit_group_projection
 from retrieval.index import build_index_from_store
@@ -105,53 +105,58 @@ def test_song_vectors_follow_the_song_codes(data: KKBoxData, audio: AudioIndex) 
     assert (vectors.rows < 0).sum() == len(data.song_ids) - len(audio.store)
 
 
-def test_artist_groups_leave_out_compilations(data: KKBoxData) -> None:
-    groups = artist_groups(data)
-    assert groups.shape == (len(data.song_ids),)
-    codes = data.songs["song_id"].cat.codes.to_numpy()
-    names = data.songs["artist_name"].astype(object).to_numpy()
+def test_listener_plays_count_train_and_test(data: KKBoxData) -> None:
+    plays = listener_plays(data)
+    assert plays.shape == (len(data.user_ids), len(data.song_ids))
+    assert data.test is not None
+    assert plays.sum() == len(data.train) + len(data.test)
 
-    # one code per artist name; compilations and songs without metadata in none
-    compilation = names == COMPILATION_ARTIST
-    assert compilation.any(), "the tiny world should credit some songs to Various Artists"
-    assert (groups[codes[compilation]] == -1).all()
-    named = ~compilation & pd.notna(names)
-    pairs = pd.DataFrame({"name": names[named], "group": groups[codes[named]]}).drop_duplicates()
-    assert (pairs["group"] >= 0).all() and pairs["name"].is_unique and pairs["group"].is_unique
-    assert (groups[np.setdiff1d(np.arange(len(data.song_ids)), codes)] == -1).all()
+    # one user's row holds their songs, as often as they played them, replays or not
+    user = data.train["msno"].iloc[0]
+    frames = pd.concat([data.train, data.test])
+    theirs = frames.loc[frames["msno"] == user, "song_id"].cat.codes.value_counts()
+    row = plays[data.train["msno"].cat.codes.iloc[0]].toarray().ravel()
+    assert row.sum() == theirs.sum()
+    np.testing.assert_array_equal(row[theirs.index.to_numpy()], theirs.to_numpy())
 
 
-def test_the_audio_space_follows_the_artists(
+def test_the_audio_space_follows_the_listeners(
     data: KKBoxData, audio: AudioIndex, caplog: pytest.LogCaptureFixture
 ) -> None:
     vectors = audio.song_vectors(data)
-    space = vectors.space("artist")
-    assert space.shape == (vectors.vectors.shape[0], ARTIST_COMPONENTS)
+    space = vectors.space("listener")
+    assert space.shape == (vectors.vectors.shape[0], LISTENER_COMPONENTS)
 
-    # the projection of the songs' vectors with their artists (as fitted by retrieval)
-    codes = np.flatnonzero((vectors.rows >= 0) & (vectors.artists >= 0))
+    # the projection of the songs' vectors with their listeners (as fitted by retrieval)
+    assert vectors.listeners is not None
+    codes = np.flatnonzero(vectors.rows >= 0)
     proj = fit_group_projection(
         vectors.vectors[vectors.rows[codes]],
-        vectors.artists[codes],
-        n_components=ARTIST_COMPONENTS,
-        shrinkage=ARTIST_SHRINKAGE,
+        vectors.listeners[:, codes],
+        n_components=LISTENER_COMPONENTS,
+        shrinkage=LISTENER_SHRINKAGE,
+        min_group_size=LISTENER_MIN_PLAYS,
     )
     np.testing.assert_allclose(
         np.abs(space), np.abs(proj.transform(vectors.vectors)), rtol=1e-5, atol=1e-5
     )
 
-    # without artists the space is the centred one, and the log says so
+    # without plays the space is the centred one, and the log says so
     plain = SongVectors(vectors.vectors, vectors.rows)
     with caplog.at_level("WARNING", logger="encore.ranking"):
-        assert np.array_equal(plain.space("artist"), plain.space("centered"))
-    assert "no artists given" in caplog.text
+        assert np.array_equal(plain.space("listener"), plain.space("centered"))
+    assert "no plays given" in caplog.text
+
+    # plays of another data set's songs are refused by name
+    with pytest.raises(InputError, match=r"listeners.shape=\(3, 2\)"):
+        SongVectors.from_ids(data.song_ids, ["a"], vectors.vectors[:1], listeners=np.eye(3, 2))
 
 
 def test_plays_profile_leaves_the_row_out(data: KKBoxData, audio: AudioIndex) -> None:
     vectors = audio.song_vectors(data)
     fit_mask = np.arange(len(data.train)) < int(0.8 * len(data.train))
     X = build_features(data, fit_mask=fit_mask, groups=[AUDIO_GROUP], song_vectors=vectors).X
-    space = vectors.space("artist")
+    space = vectors.space("listener")
 
     # the mean vector of the user's other plays (train and test) against the song's vector
     user = np.r_[data.train["msno"].cat.codes, data.test["msno"].cat.codes]
@@ -225,16 +230,17 @@ def test_query_rows_match_an_appended_row(data: KKBoxData, audio: AudioIndex) ->
     short = KKBoxData(**{**data.__dict__, "test": data.test.iloc[:-1].reset_index(drop=True)})
     groups = ["counts", "member", "song", "isrc", "context", "target_stats", AUDIO_GROUP]
     fit_all = np.ones(len(data.train), dtype=bool)
-    full = build_features(
-        data, fit_mask=fit_all, groups=groups, song_vectors=audio.song_vectors(data)
-    ).X.iloc[[-1]]
+    # one listener space for both: it is fitted on the plays a data set holds, and the appended
+    # row would add one
+    vectors = audio.song_vectors(short)
+    full = build_features(data, fit_mask=fit_all, groups=groups, song_vectors=vectors).X.iloc[[-1]]
     query = data.test.iloc[[-1]][list(QUERY_COLUMNS)].astype(str)
     memo: dict = {}
     got = build_features(
         short,
         fit_mask=fit_all,
         groups=groups,
-        song_vectors=audio.song_vectors(short),
+        song_vectors=vectors,
         query=query,
         memo=memo,
     ).X

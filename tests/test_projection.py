@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 
 import retrieval.projection as projection
 from embedding.errors import InputError
@@ -91,6 +92,43 @@ def test_bad_input_is_named(rng: np.random.Generator) -> None:
     proj = fit_group_projection(vectors, groups)
     with pytest.raises(InputError, match="vectors.shape"):
         proj.transform(vectors[:, :-1])
+
+
+def test_a_one_hot_membership_matrix_is_the_same_as_group_codes(
+    rng: np.random.Generator,
+) -> None:
+    vectors, groups, _ = songs(rng)
+    one_hot = sp.csr_matrix((np.ones(groups.size), (groups, np.arange(groups.size))))
+    by_codes = fit_group_projection(vectors, groups, n_components=5)
+    by_matrix = fit_group_projection(vectors, one_hot, n_components=5)
+    np.testing.assert_allclose(by_matrix.mean, by_codes.mean, atol=1e-12)
+    np.testing.assert_allclose(by_matrix.ratios, by_codes.ratios, rtol=1e-9)
+    np.testing.assert_allclose(
+        np.abs(by_matrix.components), np.abs(by_codes.components), rtol=1e-6, atol=1e-9
+    )
+
+
+def test_listeners_as_groups_find_the_style_they_choose_by(rng: np.random.Generator) -> None:
+    # songs with a style and louder details; no group is given with the songs
+    vectors, _, basis = songs(rng, n_groups=400, per_group=1)
+    style = vectors @ basis.T
+
+    # each listener plays the songs nearest their taste in style, some of them twice
+    taste = rng.normal(size=(300, N_STYLE))
+    near = np.argsort(-(taste @ style.T), axis=1)[:, :12]
+    listener = np.repeat(np.arange(300), 12)
+    plays = sp.csr_matrix(
+        (rng.integers(1, 3, size=near.size).astype(float), (listener, near.ravel())),
+        shape=(300, len(vectors)),
+    )
+    proj = fit_group_projection(vectors, plays, n_components=N_STYLE, min_group_size=5)
+    assert proj.n_groups == 300 and share_in(basis, proj.components) > 0.9
+
+    # weights must not be negative, and the matrix must have one column per song
+    with pytest.raises(InputError, match="negative weight=-2.0"):
+        fit_group_projection(vectors, -plays)
+    with pytest.raises(InputError, match=r"groups.shape=\(300, 399\)"):
+        fit_group_projection(vectors, plays[:, :-1])
 
 
 def test_transform_streams_in_chunks(
