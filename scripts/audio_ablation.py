@@ -3,10 +3,10 @@
 For each world seed it runs the README demo's chain: ``make_demo_world.py --audio``,
 ``embed-audio --encoder musicnn --layer mean_pool``, ``build-index`` and ``train-ranker --index``
 (without the refit and the starter baseline, which do not change the ablation), then reads
-``ablation`` and the lift ratio from the model's ``metrics.json``. With ``--vectors true-style`` the song vectors are the
-world's true audible style (``song_style.csv``) instead of musicnn's: what the same audio columns
-could add if an encoder heard the rendered style perfectly, the ceiling of the feature on that
-world.
+``ablation`` and the lift ratio from the model's ``metrics.json``. With ``--vectors true-style``
+the song vectors are the world's true audible style (``song_style.csv``) instead of musicnn's:
+what the same audio columns could add if an encoder heard the rendered style perfectly, the
+ceiling of the feature on that world.
 
 ``--train-seeds`` trains the ranker once per ``train-ranker --seed`` on each world (other folds,
 SVD and booster randomness) and reports the means: on the demo world the gain of one training
