@@ -1245,21 +1245,15 @@ def play_sums(ctx: FeatureContext, *, space: str = "raw") -> tuple[np.ndarray, n
     counts : ndarray [shape=(n_users,), dtype=float64]
         Plays with a vector by user code.
     """
-    # one entry per observed row whose song has a vector
+    # the play counts of the songs with a vector (the same matrix the listener space is fitted on)
     vectors = _require_vectors(ctx)
-    song_rows = _take(vectors.rows, ctx.observed("song"), -1).astype(np.int64)
-    users = ctx.observed("user")
-    keep = (song_rows >= 0) & (users >= 0)
-    n_users = len(ctx.data.user_ids)
-    matrix = vectors.space(space)
+    codes = np.flatnonzero(vectors.rows >= 0)
+    plays = listener_plays(ctx.data)[:, codes]
+    matrix = np.asarray(vectors.space(space)[vectors.rows[codes]], dtype=np.float32)
 
-    # the sums as one sparse product over the rows
-    plays = sp.csr_matrix(
-        (np.ones(int(keep.sum()), dtype=np.float32), (users[keep], song_rows[keep])),
-        shape=(n_users, matrix.shape[0]),
-    )
-    sums = np.asarray(plays @ np.asarray(matrix, dtype=np.float32), dtype=np.float32)
-    counts = np.bincount(users[keep], minlength=n_users).astype(np.float64)
+    # the sums as one sparse product
+    sums = np.asarray(plays @ matrix, dtype=np.float32)
+    counts = np.asarray(plays.sum(axis=1), dtype=np.float64).ravel()
     return sums, counts
 
 
